@@ -67,7 +67,7 @@ def test_saved_folder_whose_config_disagrees_with_tensors(tmp_path):
     cfg = json.loads((tmp_path / "vq" / "config.json").read_text())
     cfg["config"]["latent_dim"] = 12
     (tmp_path / "vq" / "config.json").write_text(json.dumps(cfg))
-    one_line_error(lambda: load_action_tokenizer(tmp_path / "vq"), "has shape", "config.json")
+    one_line_error(lambda: load_action_tokenizer(tmp_path / "vq"), "shape mismatch", "config.json")
     cfg["config"]["latent_dim"] = 8
     cfg["config"]["layers_per_block"] = 2
     (tmp_path / "vq" / "config.json").write_text(json.dumps(cfg))

@@ -52,6 +52,7 @@ def test_golden_codes_ids_latent_and_decoded_actions(imported, reference):
     tok, _ = imported
     _, g = reference
     assert tok.config.preset == "vq-vla" and tok.config.padding == "vq-vla"
+    assert sum(p.numel() for p in tok.model.parameters()) == 113_097_427  # the authors' count (checkpoint README §2)
     x = golden_tensor(g["input"]["x"])
     with torch.no_grad():
         latent = tok.model.encode_latent(x)
@@ -145,7 +146,7 @@ def test_malformed_checkpoints(reference, tmp_path):
     wrong = {**bare, "decoder.projection.weight": torch.zeros(7, 9)}
     with pytest.raises(CheckpointImportError) as e:
         convert_state_dict(wrong)
-    one_line(e, "decoder.projection.weight", "expected [7, 8], found [7, 9]")
+    one_line(e, "shape mismatch at decoder.projection.weight", "expected [7, 8], found [7, 9]")
 
     uninit = {**bare, "vq_layer.layers.2._codebook.initted": torch.zeros(1)}
     with pytest.raises(CheckpointImportError) as e:

@@ -100,7 +100,6 @@ class ActionTokenizer(ABC):
     def __init__(self, config: Any, name: str | None = None) -> None:
         self.config = config
         self.name = name or self.type_name
-        self._sorted_ids: torch.Tensor | None = None
 
     # ---- sizes and ids -------------------------------------------------------------------
     @property

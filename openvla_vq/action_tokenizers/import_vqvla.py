@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from openvla_vq.action_tokenizers.base import ActionTokenizerError
-from openvla_vq.action_tokenizers.vq import VQActionTokenizer, VQConfig
+from openvla_vq.action_tokenizers.vq import VQActionTokenizer, VQConfig, check_state_dict
 
 PREFIX = "vqvae."
 
@@ -54,18 +54,7 @@ def extract_state_dict(obj: object) -> dict[str, torch.Tensor]:
 def convert_state_dict(state: dict[str, torch.Tensor], name: str = "vq_o+l+m") -> VQActionTokenizer:
     """Load an authors' state dict into the "vq-vla" preset; every key, shape and `initted` flag is checked."""
     tok = VQActionTokenizer(VQConfig.preset_config("vq-vla"), name=name)
-    expected = tok.model.state_dict()
-    missing = [k for k in expected if k not in state]
-    extra = [k for k in state if k not in expected]
-    if missing or extra:
-        raise CheckpointImportError(
-            f"checkpoint does not match the VQ-VLA tokenizer layout: {len(missing)} missing keys {missing[:3]}, "
-            f"{len(extra)} unexpected keys {extra[:3]}"
-        )
-    wrong = [(k, list(v.shape), list(state[k].shape)) for k, v in expected.items() if state[k].shape != v.shape]
-    if wrong:
-        k, want, got = wrong[0]
-        raise CheckpointImportError(f"checkpoint shape mismatch at {k}: expected {want}, found {got} ({len(wrong)} mismatches)")
+    check_state_dict(tok.model, state, "checkpoint does not match the VQ-VLA tokenizer layout", CheckpointImportError)
     not_init = [k for k in state if k.endswith("_codebook.initted") and not bool((state[k] == 1).all())]
     if not_init:
         raise CheckpointImportError(

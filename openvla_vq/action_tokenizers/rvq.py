@@ -62,7 +62,11 @@ class Codebook(nn.Module):
         self.register_buffer("initted", torch.zeros(1))
         self.register_buffer("cluster_size", torch.zeros(1, size))
         self.register_buffer("embed_avg", torch.zeros(1, size, dim))
-        self.embed = nn.Parameter(torch.randn(1, size, dim), requires_grad=learnable)
+        embed = torch.randn(1, size, dim)
+        if learnable:  # trained by the codebook loss
+            self.embed = nn.Parameter(embed)
+        else:  # EMA-updated: a buffer, so no optimizer ever touches it (same state-dict key either way)
+            self.register_buffer("embed", embed)
 
 
 class QuantizerLayer(nn.Module):

@@ -134,12 +134,12 @@ class VQActionTokenizer(ActionTokenizer):
         self.model.to(device)
         return self
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def _encode_symbols(self, actions: torch.Tensor) -> torch.Tensor:
         latent = self.model.encode_latent(actions.to(self.device, torch.float32))
         return self.model.vq_layer.quantize(latent).to(actions.device)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def _decode_symbols(self, symbols: torch.Tensor) -> torch.Tensor:
         latent = self.model.vq_layer.codes_to_latent(symbols.to(self.device))
         return self.model.decode_latent(latent).to(symbols.device)
@@ -154,20 +154,21 @@ class VQActionTokenizer(ActionTokenizer):
         return tok
 
 
-def load_state_checked(model: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str) -> None:
-    """load_state_dict with one-line errors naming missing/unexpected keys and shape mismatches."""
+def check_state_dict(
+    model: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str, error: type[ActionTokenizerError] = ActionTokenizerError
+) -> None:
+    """Raise a one-line `error` naming missing/unexpected keys (first few) or the first shape mismatch."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in tensors]
     extra = [k for k in tensors if k not in expected]
     if missing or extra:
-        raise ActionTokenizerError(
-            f"{what}: tensors disagree with config.json: {len(missing)} missing (first: {missing[:3]}), "
-            f"{len(extra)} unexpected (first: {extra[:3]}); the config does not describe these weights"
-        )
-    for k, v in expected.items():
-        if tensors[k].shape != v.shape:
-            raise ActionTokenizerError(
-                f"{what}: tensor {k} has shape {list(tensors[k].shape)} but config.json implies {list(v.shape)}"
-            )
-    model.load_state_dict(tensors, strict=True)
+        raise error(f"{what}: {len(missing)} missing keys {missing[:3]}, {len(extra)} unexpected keys {extra[:3]}")
+    wrong = [(k, list(v.shape), list(tensors[k].shape)) for k, v in expected.items() if tensors[k].shape != v.shape]
+    if wrong:
+        k, want, got = wrong[0]
+        raise error(f"{what}: shape mismatch at {k}: expected {want}, found {got} ({len(wrong)} mismatches)")
 
+
+def load_state_checked(model: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str) -> None:
+    check_state_dict(model, tensors, f"{what}: tensors disagree with config.json")
+    model.load_state_dict(tensors, strict=True)
