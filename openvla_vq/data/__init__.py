@@ -1,0 +1,1 @@
+"""Data: RLDS readers, OpenVLA normalization, chunking, and the fine-tuning dataset."""

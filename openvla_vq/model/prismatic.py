@@ -1,0 +1,167 @@
+"""Prismatic / OpenVLA as a plain torch module on transformers 5: no remote code, batched constrained decoding.
+
+State-dict names are OpenVLA's (`vision_backbone.featurizer.*`, `vision_backbone.fused_featurizer.*`,
+`projector.fc1|fc2|fc3.*`, `language_model.*`), so an OpenVLA checkpoint folder loads with strict key
+checking. The sequence fed to the LLM is [BOS, 256 projected patches, prompt..., actions..., EOS]
+(patches right after BOS, as OpenVLA).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from accelerate import init_empty_weights
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+
+from openvla_vq.io import atomic_dir
+from openvla_vq.model.config import VLAConfig
+from openvla_vq.model.vision import FusedVisionBackbone
+
+IGNORE_INDEX = -100
+
+
+class FusedMLPProjector(nn.Module):
+    """fc1 (D -> 4D), GELU, fc2 (4D -> LLM), GELU, fc3 (LLM -> LLM): OpenVLA's "fused-gelu-mlp"."""
+
+    def __init__(self, vision_dim: int, llm_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(vision_dim, 4 * vision_dim)
+        self.fc2 = nn.Linear(4 * vision_dim, llm_dim)
+        self.fc3 = nn.Linear(llm_dim, llm_dim)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc3(self.act(self.fc2(self.act(self.fc1(x)))))
+
+
+class PrismaticVLA(nn.Module):
+    def __init__(self, config: VLAConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.vision_backbone = FusedVisionBackbone(config)
+        text = LlamaConfig(**{k: v for k, v in config.text_config.items() if k != "model_type"})
+        self.projector = FusedMLPProjector(self.vision_backbone.embed_dim, text.hidden_size)
+        self.language_model = LlamaForCausalLM(text)
+
+    @property
+    def num_patches(self) -> int:
+        return self.vision_backbone.num_patches
+
+    # ---- forward ------------------------------------------------------------------------
+    def embed_multimodal(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """[BOS] + projected patches + the rest of input_ids, as embeddings [B, 1 + P + (L - 1), H]."""
+        patches = self.projector(self.vision_backbone(pixel_values.to(self.projector.fc1.weight.dtype)))
+        text = self.language_model.get_input_embeddings()(input_ids)
+        return torch.cat([text[:, :1], patches.to(text.dtype), text[:, 1:]], dim=1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor,
+                labels: torch.Tensor | None = None):
+        """Causal-LM forward; logits/labels cover [BOS, patches, text...], patch positions are never supervised."""
+        embeds = self.embed_multimodal(pixel_values, input_ids)
+        b, p = input_ids.shape[0], self.num_patches
+        mask = torch.cat([attention_mask[:, :1], attention_mask.new_ones(b, p), attention_mask[:, 1:]], dim=1)
+        full_labels = None
+        if labels is not None:
+            full_labels = torch.cat([labels[:, :1], labels.new_full((b, p), IGNORE_INDEX), labels[:, 1:]], dim=1)
+        return self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=full_labels)
+
+    # ---- generation ---------------------------------------------------------------------
+    @torch.no_grad()
+    def generate_constrained(self, pixel_values: torch.Tensor, prompts: list[list[int]], allowed: torch.Tensor) -> torch.Tensor:
+        """Batched greedy decoding of T tokens with a KV cache; step t may only pick ids where allowed[t] is True.
+
+        prompts: token ids per sample (starting with BOS), any lengths (left-padded here).
+        allowed: BoolTensor [T, V] from the action tokenizer. Returns int64 ids [B, T].
+        """
+        device = self.projector.fc1.weight.device
+        patches = self.projector(self.vision_backbone(pixel_values.to(device, self.projector.fc1.weight.dtype)))
+        table = self.language_model.get_input_embeddings()
+        rows = []
+        for i, prompt in enumerate(prompts):
+            text = table(torch.tensor(prompt, device=device))
+            rows.append(torch.cat([text[:1], patches[i].to(text.dtype), text[1:]]))
+        b, n = len(rows), max(len(r) for r in rows)
+        embeds = rows[0].new_zeros(b, n, rows[0].shape[-1])
+        mask = torch.zeros(b, n, dtype=torch.long, device=device)
+        for i, row in enumerate(rows):  # left padding: every row's next token lands in the same column
+            embeds[i, n - len(row):] = row
+            mask[i, n - len(row):] = 1
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        allowed = allowed.to(device)
+        lm, out_ids = self.language_model, []
+        out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=DynamicCache(), use_cache=True,
+                 logits_to_keep=1)
+        for t in range(allowed.shape[0]):
+            logits = out.logits[:, -1].float().masked_fill(~allowed[t], float("-inf"))
+            nxt = logits.argmax(-1)
+            out_ids.append(nxt)
+            if t + 1 == allowed.shape[0]:
+                break
+            mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
+            positions = positions[:, -1:] + 1
+            out = lm(inputs_embeds=lm.get_input_embeddings()(nxt)[:, None], attention_mask=mask,
+                     position_ids=positions, past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
+        return torch.stack(out_ids, dim=1)
+
+    # ---- persistence --------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> "PrismaticVLA":
+        """Load an OpenVLA-layout folder (config.json + model.safetensors or sharded *.safetensors + index).
+
+        Parameters are created on the meta device and the checkpoint tensors are assigned in place, so a
+        7B model needs one copy of its weights in memory. Missing or unexpected keys are an error.
+        """
+        folder = Path(folder)
+        config = VLAConfig.from_folder(folder)
+        with init_empty_weights(include_buffers=False):
+            model = cls(config)
+        state = {}
+        for shard in _shard_files(folder):
+            state.update(load_file(str(shard), device=str(device)))
+        expected = model.state_dict()
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in expected]
+        if missing or unexpected:
+            raise ValueError(f"{folder}: checkpoint does not match the model: {len(missing)} missing keys "
+                             f"{missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}")
+        model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, strict=True, assign=True)
+        return model.to(device)
+
+    def save_pretrained(self, folder: str | Path, max_shard_bytes: int = 5 * 2**30) -> Path:
+        """Write config.json + safetensors (sharded with an index past max_shard_bytes), atomically."""
+        folder = Path(folder)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        shards, current, size = [], {}, 0
+        for k, v in state.items():
+            nbytes = v.numel() * v.element_size()
+            if current and size + nbytes > max_shard_bytes:
+                shards.append(current)
+                current, size = {}, 0
+            current[k], size = v, size + nbytes
+        shards.append(current)
+        with atomic_dir(folder) as tmp:
+            (tmp / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+            if len(shards) == 1:
+                save_file(shards[0], str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            else:
+                weight_map = {}
+                for i, shard in enumerate(shards):
+                    name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+                    save_file(shard, str(tmp / name), metadata={"format": "pt"})
+                    weight_map.update({k: name for k in shard})
+                (tmp / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}, indent=2))
+        return folder
+
+
+def _shard_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return [folder / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    single = folder / "model.safetensors"
+    if single.is_file():
+        return [single]
+    raise FileNotFoundError(f"{folder}: no model.safetensors or model.safetensors.index.json")

@@ -1,0 +1,66 @@
+"""A tiny random VLA in OpenVLA's exact checkpoint layout, built offline (tests and the demo).
+
+The Llama-2 tokenizer cannot be downloaded here, so a SentencePiece BPE model is trained locally the
+way Llama's was (byte fallback, <unk>=0, <s>=1, </s>=2, "▁" word boundaries) with a small vocabulary,
+and saved with OpenVLA's added <PAD> token (id = base vocab size, like 32000 for Llama-2).
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from pathlib import Path
+
+import torch
+
+from openvla_vq.model.config import tiny_config
+from openvla_vq.model.prismatic import PrismaticVLA
+
+ROBOT_WORDS = (
+    "put pick place open close turn push pull stack lift the a on in into top of bowl plate mug cup drawer cabinet "
+    "stove microwave basket tray box book shelf caddy wine bottle rack ketchup cream cheese butter alphabet soup "
+    "black white red yellow green left right front back middle bottom it and up down both them knob burner"
+).split()
+
+
+def train_text_tokenizer(folder: str | Path, vocab_size: int = 1600, seed: int = 0) -> Path:
+    """Write tokenizer.model/tokenizer.json/tokenizer_config.json of a Llama-like tokenizer with <PAD> = vocab_size."""
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    syllables = [a + b for a in "bcdfghjklmnprstvwz" for b in "aeiou"]
+    words = ROBOT_WORDS + ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) for _ in range(3000)]
+    lines = [" ".join(rng.choice(words) for _ in range(12)) for _ in range(5000)]
+    lines += ["In: What action should the robot take to " + " ".join(rng.choice(ROBOT_WORDS) for _ in range(6)) + "?\nOut:"
+              for _ in range(500)]
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus.txt"
+        corpus.write_text("\n".join(lines))
+        spm.SentencePieceTrainer.train(
+            input=str(corpus), model_prefix=str(folder / "tokenizer"), vocab_size=vocab_size, model_type="bpe",
+            byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1, minloglevel=2,
+            # Llama-2's settings: no normalization (newlines survive as byte pieces), digits split, keep spaces
+            normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=True,
+            split_digits=True, allow_whitespace_only_pieces=True,
+        )
+    (folder / "tokenizer.vocab").unlink()
+    (folder / "tokenizer_config.json").write_text(
+        '{"tokenizer_class": "LlamaTokenizer", "add_bos_token": true, "add_eos_token": false, '
+        '"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}\n'
+    )
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    tok.add_special_tokens({"pad_token": "<PAD>"})
+    tok.save_pretrained(str(folder))
+    return folder
+
+
+def write_tiny_checkpoint(folder: str | Path, seed: int = 0, base_vocab_size: int = 1600) -> Path:
+    """A random-init tiny VLA + its tokenizer, saved in OpenVLA's folder layout."""
+    torch.manual_seed(seed)
+    model = PrismaticVLA(tiny_config(base_vocab_size))
+    model.save_pretrained(folder)
+    train_text_tokenizer(folder, vocab_size=base_vocab_size, seed=seed)
+    return Path(folder)

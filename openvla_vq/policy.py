@@ -1,0 +1,86 @@
+"""A VLA policy: images + instructions -> un-normalized action chunks, through any registered action tokenizer.
+
+LIBERO observation -> ImageProcessor -> PrismaticVLA (batched, constrained greedy decoding) ->
+action tokenizer decode -> un-normalization with the checkpoint's statistics -> actions [B, K, D].
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from openvla_vq.action_tokenizers import ActionTokenizer, ActionTokenizerError
+from openvla_vq.data.normalization import unnormalize_actions
+from openvla_vq.model.prismatic import PrismaticVLA
+from openvla_vq.model.prompt import prompt_ids
+from openvla_vq.model.vision import ImageProcessor
+
+
+def check_tokenizer_fits_model(action_tokenizer: ActionTokenizer, text_tokenizer, model_vocab_size: int) -> None:
+    """One-line errors when action ids fall outside the text vocabulary or on its special tokens."""
+    ids = action_tokenizer.id_table
+    base = text_tokenizer.vocab_size
+    if int(ids.max()) >= base or int(ids.min()) < 0:
+        raise ActionTokenizerError(
+            f"action tokenizer {action_tokenizer.name!r} uses ids [{int(ids.min())}, {int(ids.max())}] but the LLM's base "
+            f"vocabulary is [0, {base - 1}] (model rows: {model_vocab_size}); rebuild it with vocab_size={base}"
+        )
+    special = sorted(set(text_tokenizer.all_special_ids) & set(ids.flatten().tolist()))
+    if special:
+        raise ActionTokenizerError(f"action tokenizer {action_tokenizer.name!r} ids {special[:5]} are special tokens of the LLM tokenizer")
+
+
+class VLAPolicy:
+    def __init__(self, model: PrismaticVLA, text_tokenizer, action_tokenizer: ActionTokenizer,
+                 norm_stats: dict | None = None, unnorm_key: str | None = None) -> None:
+        check_tokenizer_fits_model(action_tokenizer, text_tokenizer, model.config.text_config["vocab_size"])
+        self.model = model.eval()
+        self.text_tokenizer = text_tokenizer
+        self.action_tokenizer = action_tokenizer
+        self.image_processor = ImageProcessor(model.vision_backbone, model.config.image_sizes[0])
+        self.allowed = action_tokenizer.allowed_id_mask(model.config.text_config["vocab_size"])
+        self.action_stats = self._pick_stats(norm_stats, unnorm_key)
+        self.last_latency_s = 0.0
+
+    @staticmethod
+    def _pick_stats(norm_stats: dict | None, unnorm_key: str | None) -> dict | None:
+        if not norm_stats:
+            return None
+        if unnorm_key is None:
+            if len(norm_stats) != 1:
+                raise KeyError(f"the checkpoint has statistics for {sorted(norm_stats)}; pass unnorm_key=<one of them>")
+            unnorm_key = next(iter(norm_stats))
+        if unnorm_key not in norm_stats:
+            raise KeyError(f"unnorm_key {unnorm_key!r} not in the checkpoint's statistics {sorted(norm_stats)}")
+        return norm_stats[unnorm_key]
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, action_tokenizer: ActionTokenizer, unnorm_key: str | None = None,
+                        dtype: torch.dtype = torch.float32, device: str = "cpu") -> "VLAPolicy":
+        from transformers import AutoTokenizer
+
+        folder = Path(folder)
+        model = PrismaticVLA.from_pretrained(folder, dtype=dtype, device=device)
+        stats_file = folder / "dataset_statistics.json"
+        stats = json.loads(stats_file.read_text()) if stats_file.is_file() else model.config.norm_stats
+        return cls(model, AutoTokenizer.from_pretrained(str(folder)), action_tokenizer.to(device), stats, unnorm_key)
+
+    @torch.no_grad()
+    def predict_ids(self, images, instructions: list[str]) -> torch.Tensor:
+        pixels = self.image_processor(images)
+        prompts = [prompt_ids(self.text_tokenizer, text) for text in instructions]
+        return self.model.generate_constrained(pixels, prompts, self.allowed)
+
+    def predict_action(self, images, instructions: list[str]) -> np.ndarray:
+        """Images (uint8 HxWx3 or PIL, one per sample) + instructions -> actions [B, K, D] in the robot's units."""
+        if len(images) != len(instructions):
+            raise ValueError(f"got {len(images)} images for {len(instructions)} instructions")
+        start = time.perf_counter()
+        ids = self.predict_ids(images, instructions)
+        actions = self.action_tokenizer.decode(ids.cpu()).numpy()
+        self.last_latency_s = time.perf_counter() - start
+        return unnormalize_actions(actions, self.action_stats) if self.action_stats is not None else actions
