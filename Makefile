@@ -31,7 +31,7 @@ demo:
 	@exit 2
 
 bench-tokenizers: $(STAMP)
-	$(PY) bench/tokenizers.py
+	$(PY) bench/tokenizer_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -15,21 +15,22 @@ import torch
 
 from openvla_vq.action_tokenizers import ActionTokenizer, ActionTokenizerError
 from openvla_vq.data.normalization import unnormalize_actions
+from openvla_vq.model.config import VLAConfig
 from openvla_vq.model.prismatic import PrismaticVLA
 from openvla_vq.model.prompt import prompt_ids
 from openvla_vq.model.vision import ImageProcessor
 
 
-def check_tokenizer_fits_model(action_tokenizer: ActionTokenizer, text_tokenizer, model_vocab_size: int) -> None:
-    """One-line errors when action ids fall outside the text vocabulary or on its special tokens."""
+def check_tokenizer_fits_model(action_tokenizer: ActionTokenizer, config: VLAConfig, special_ids: list[int]) -> None:
+    """One-line errors when action ids fall outside the LLM's base vocabulary or on its special tokens."""
     ids = action_tokenizer.id_table
-    base = text_tokenizer.vocab_size
+    base = config.base_vocab_size
     if int(ids.max()) >= base or int(ids.min()) < 0:
         raise ActionTokenizerError(
             f"action tokenizer {action_tokenizer.name!r} uses ids [{int(ids.min())}, {int(ids.max())}] but the LLM's base "
-            f"vocabulary is [0, {base - 1}] (model rows: {model_vocab_size}); rebuild it with vocab_size={base}"
+            f"vocabulary is [0, {base - 1}]; rebuild it with vocab_size={base}"
         )
-    special = sorted(set(text_tokenizer.all_special_ids) & set(ids.flatten().tolist()))
+    special = sorted(set(special_ids) & set(ids.flatten().tolist()))
     if special:
         raise ActionTokenizerError(f"action tokenizer {action_tokenizer.name!r} ids {special[:5]} are special tokens of the LLM tokenizer")
 
@@ -37,7 +38,7 @@ def check_tokenizer_fits_model(action_tokenizer: ActionTokenizer, text_tokenizer
 class VLAPolicy:
     def __init__(self, model: PrismaticVLA, text_tokenizer, action_tokenizer: ActionTokenizer,
                  norm_stats: dict | None = None, unnorm_key: str | None = None) -> None:
-        check_tokenizer_fits_model(action_tokenizer, text_tokenizer, model.config.text_config["vocab_size"])
+        check_tokenizer_fits_model(action_tokenizer, model.config, text_tokenizer.all_special_ids)
         self.model = model.eval()
         self.text_tokenizer = text_tokenizer
         self.action_tokenizer = action_tokenizer

@@ -33,6 +33,16 @@ def test_layout_never_shadows_huggingface_tokenizers():
     assert "site-packages" in out
 
 
+def test_scripts_run_by_path_do_not_shadow_installed_packages():
+    """A script run by path puts its folder first on sys.path: bench/tokenizers.py would break transformers."""
+    import importlib.util
+
+    for folder in ("bench", "eval", "finetune", "tokenizers"):
+        for script in (REPO / folder).glob("*.py"):
+            spec = importlib.util.find_spec(script.stem)
+            assert spec is None or REPO in Path(spec.origin or "").parents, f"{script} shadows the installed package {script.stem!r}"
+
+
 def test_required_names_are_registered_with_one_config_each():
     names = registered_names()
     for name in ["binning", "vq_o", "vq_o+l", "vq_o+l+m"]:

@@ -1,6 +1,6 @@
 """Encode+decode throughput of the action tokenizers, side by side in one run.
 
-    python bench/tokenizers.py [--batch 1024] [--repeats 3] [--device cpu|cuda]
+    python bench/tokenizer_throughput.py [--batch 1024] [--repeats 3] [--device cpu|cuda]
 
 Prints chunks/s and actions/s for encode, decode and the round trip, for binning (K=1) and the
 paper-size VQ tokenizer (K=5, 113M parameters, untrained weights: speed does not depend on them),
