@@ -29,6 +29,7 @@ DATA = [
     "tensorflow-datasets==4.9.10",
     "rlds==0.1.8",
     "protobuf==7.36.2",
+    "importlib_resources==7.1.0",  # tensorflow-datasets imports it without declaring it
 ]
 TEST = ["pytest==9.2.0"]
 

@@ -1,0 +1,34 @@
+"""Samples -> model batches: the one place where data meets the action tokenizer and the prompt format."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from openvla_vq.action_tokenizers import ActionTokenizer
+from openvla_vq.model.prompt import collate, training_example
+from openvla_vq.model.vision import ImageProcessor
+
+
+class ActionChunkCollator:
+    """Batch-encode the normalized action chunks, build OpenVLA prompts/labels, normalize images, pad.
+
+    The batch also carries the normalized `actions` [B, K, D], for action-space metrics (L1).
+    """
+
+    def __init__(self, text_tokenizer, action_tokenizer: ActionTokenizer, image_processor: ImageProcessor,
+                 pad_token_id: int, max_length: int) -> None:
+        self.text_tokenizer, self.action_tokenizer = text_tokenizer, action_tokenizer
+        self.image_processor, self.pad_token_id, self.max_length = image_processor, pad_token_id, max_length
+
+    def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
+        actions = torch.from_numpy(np.stack([s["actions"] for s in samples]))
+        ids = self.action_tokenizer.encode(actions)
+        examples = []
+        for sample, row in zip(samples, ids.tolist()):
+            input_ids, labels = training_example(self.text_tokenizer, sample["instruction"], row)
+            examples.append({"input_ids": input_ids, "labels": labels,
+                             "pixel_values": self.image_processor.to_tensor(sample["image"])})
+        batch = collate(examples, self.pad_token_id, self.max_length)
+        batch["actions"] = actions
+        return batch

@@ -1,0 +1,168 @@
+"""The fine-tuning dataset: RLDS episodes -> (image, instruction, normalized K-step action chunk) samples.
+
+    episodes (tfds, images left encoded) -> shard across processes -> trajectory: gather K-step future
+    chunks (indices clamped at the end) -> frames -> shuffle buffer -> decode, resize 224, augment ->
+    Python: dataset transform (e.g. LIBERO gripper), q01/q99 normalization, end-of-episode padding
+
+End of episode: steps past the last one repeat the absolute dims (gripper) and set the normalized
+relative dims to 0, as OpenVLA/VQ-VLA do; no random truncation of the chunk tail (OpenVLA's "uniform"
+goal relabeling quirk is not reproduced). Only the sampled frames' primary images are decoded.
+Statistics are computed once per dataset and cached next to it as dataset_statistics_<hash>.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from openvla_vq.data.images import augment, resize_uint8
+from openvla_vq.data.normalization import normalize_actions
+from openvla_vq.data.specs import DatasetSpec, dataset_spec
+from openvla_vq.data.tf_env import tf, tfds
+from openvla_vq.io import write_json
+
+HELD_OUT_FRACTION = 0.05  # OpenVLA: train[:95%] / train[95%:] when a dataset has no validation split
+
+
+def find_builder(data_root: str | Path, name: str):
+    """The newest version of RLDS dataset `name` under data_root/name/<version>/, with a clear error if absent."""
+    folder = Path(data_root) / name
+    versions = [p for p in folder.glob("*") if (p / "dataset_info.json").is_file()]
+    if not versions:
+        present = sorted({p.parent.parent.name for p in Path(data_root).glob("*/*/dataset_info.json")})
+        raise FileNotFoundError(
+            f"no RLDS dataset {name!r}: expected {folder}/<version>/dataset_info.json; "
+            f"data_root_dir {data_root} holds {present or 'nothing'}"
+        )
+    newest = max(versions, key=lambda p: tuple(int(x) if x.isdigit() else 0 for x in p.name.split(".")))
+    return tfds.builder_from_directory(str(newest))
+
+
+def split_for(builder, split: str) -> str:
+    """'train' -> the first 95% of episodes, 'val' -> the rest (at least one episode), 'all' -> everything."""
+    if split == "all":
+        return "train"
+    n = builder.info.splits["train"].num_examples
+    held = max(1, round(HELD_OUT_FRACTION * n)) if n > 1 else 0
+    if split == "train":
+        return f"train[:{n - held}]"
+    if split == "val":
+        if held == 0:
+            raise ValueError(f"{builder.name} has {n} episode(s): too few to hold any out")
+        return f"train[{n - held}:]"
+    raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
+
+
+def _episodes(builder, spec: DatasetSpec, split: str, shuffle_files: bool):
+    skip = {k: tfds.decode.SkipDecoding() for k in (spec.image_key, spec.wrist_image_key) if k}
+    shuffle_files = shuffle_files and not builder.info.disable_shuffling  # ordered datasets refuse file shuffling
+    return builder.as_dataset(split=split_for(builder, split), shuffle_files=shuffle_files,
+                              decoders={"steps": {"observation": skip}})
+
+
+def _whole_episode(episode, select) -> dict:
+    """All steps of an episode, each field stacked over time (the nested steps dataset, materialised)."""
+    return episode["steps"].map(select).batch(1 << 20).get_single_element()
+
+
+def dataset_statistics(builder, name: str, spec: DatasetSpec | None = None) -> dict:
+    """mean/std/min/max/q01/q99 (+ mask) of actions and states over all episodes, cached once per dataset."""
+    spec = spec or dataset_spec(name)
+    ident = json.dumps([name, str(builder.info.version), builder.info.splits["train"].num_examples,
+                        spec.action_transform.__name__, list(spec.action_normalization_mask)])
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
+    candidates = [Path(builder.data_dir) / f"dataset_statistics_{digest}.json",
+                  Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "openvla_vq" / f"{name}_{digest}.json"]
+    for path in candidates:
+        if path.is_file():
+            return json.loads(path.read_text())
+    actions, states = [], []
+    select = (lambda s: {"action": s["action"], "state": s["observation"][spec.state_key]}) if spec.state_key \
+        else (lambda s: {"action": s["action"]})
+    episodes = _episodes(builder, spec, "all", shuffle_files=False).map(lambda e: _whole_episode(e, select))
+    for traj in episodes.as_numpy_iterator():
+        actions.append(spec.action_transform(traj["action"]))
+        if spec.state_key:
+            states.append(np.asarray(traj["state"], np.float32))
+    stats = {"action": _summary(np.concatenate(actions)), "num_transitions": int(sum(len(a) for a in actions)),
+             "num_trajectories": len(actions)}
+    stats["action"]["mask"] = list(spec.action_normalization_mask)
+    if states:
+        stats["proprio"] = _summary(np.concatenate(states))
+    for path in candidates:  # next to the data if writable, else the user cache
+        try:
+            write_json(path, stats)
+            break
+        except OSError:
+            continue
+    return stats
+
+
+def _summary(x: np.ndarray) -> dict:
+    return {"mean": x.mean(0).tolist(), "std": x.std(0).tolist(), "max": x.max(0).tolist(), "min": x.min(0).tolist(),
+            "q01": np.quantile(x, 0.01, axis=0).tolist(), "q99": np.quantile(x, 0.99, axis=0).tolist()}
+
+
+class RLDSChunkDataset(torch.utils.data.IterableDataset):
+    """Yields {"image": uint8 [S, S, 3], "instruction": str, "actions": float32 [K, D] normalized}.
+
+    train=True repeats forever with a shuffle buffer (and `image_aug`); train=False makes one ordered pass.
+    Processes (accelerate ranks) read disjoint episode shards.
+    """
+
+    def __init__(self, data_root: str | Path, dataset_name: str, chunk_len: int, split: str = "train",
+                 train: bool = True, image_size: int = 224, image_aug: bool = False, shuffle_buffer_size: int = 100_000,
+                 seed: int = 7, process_index: int = 0, num_processes: int = 1) -> None:
+        super().__init__()
+        self.name, self.chunk_len, self.split, self.train = dataset_name, chunk_len, split, train
+        self.image_size, self.image_aug, self.shuffle_buffer_size, self.seed = image_size, image_aug, shuffle_buffer_size, seed
+        self.process_index, self.num_processes = process_index, num_processes
+        self.spec = dataset_spec(dataset_name)
+        self.builder = find_builder(data_root, dataset_name)
+        self.statistics = dataset_statistics(self.builder, dataset_name, self.spec)
+
+    def _tf_dataset(self):
+        spec, k = self.spec, self.chunk_len
+        episodes = _episodes(self.builder, spec, self.split, shuffle_files=self.train)
+        episodes = episodes.shard(self.num_processes, self.process_index)
+        if self.train:
+            episodes = episodes.shuffle(256, seed=self.seed, reshuffle_each_iteration=True).repeat()
+
+        def trajectory(episode):
+            traj = _whole_episode(episode, lambda s: {"action": s["action"], "image": s["observation"][spec.image_key],
+                                                      "instruction": s["language_instruction"]})
+            n = tf.shape(traj["action"])[0]
+            wanted = tf.range(n)[:, None] + tf.range(k)[None, :]  # [T, K]
+            return {"actions": tf.gather(traj["action"], tf.minimum(wanted, n - 1)), "past_end": wanted > n - 1,
+                    "image": traj["image"], "instruction": traj["instruction"]}
+
+        frames = episodes.map(trajectory, num_parallel_calls=tf.data.AUTOTUNE).flat_map(tf.data.Dataset.from_tensor_slices)
+        if self.train:
+            frames = frames.shuffle(self.shuffle_buffer_size, seed=self.seed)
+        frames = frames.enumerate()
+
+        def decode(index, frame):
+            image = resize_uint8(tf.io.decode_image(frame["image"], channels=3, expand_animations=False), self.image_size)
+            if self.image_aug:
+                image = augment(image, tf.stack([tf.cast(self.seed, tf.int64), index]))
+            return {**frame, "image": image}
+
+        frames = frames.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        # small batches cross into Python far faster than single frames; order is unchanged
+        return frames.batch(self.TRANSFER_BATCH).prefetch(tf.data.AUTOTUNE)
+
+    TRANSFER_BATCH = 32
+
+    def __iter__(self) -> Iterator[dict]:
+        mask = np.asarray(self.spec.action_normalization_mask)
+        for block in self._tf_dataset().as_numpy_iterator():
+            actions = normalize_actions(self.spec.action_transform(block["actions"]), self.statistics)
+            actions[block["past_end"][..., None] & mask] = 0.0  # past the end: no relative motion
+            for i in range(len(actions)):
+                yield {"image": block["image"][i], "instruction": block["instruction"][i].decode(), "actions": actions[i]}
