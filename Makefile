@@ -7,19 +7,27 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip install --isolated --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 
-.PHONY: help setup test demo bench-tokenizers clean
+LIBERO_ASSETS ?= ../shared/libero-test-assets/assets
+EPISODES      ?= 2
+DATA          ?= data/rlds
+
+.PHONY: help setup test demo bench-tokenizers bench-inference bench-data libero-data clean
 
 help:
 	@echo "make test              set up .venv if needed, run the test suite"
 	@echo "make demo              (not available yet: arrives with the end-to-end demo issue)"
 	@echo "make bench-tokenizers  encode+decode throughput, binning vs VQ, batch 1024 on CPU"
+	@echo "make bench-inference   actions/s of predict_action, binning vs VQ on one backbone"
+	@echo "make bench-data        fine-tuning data samples/s next to a plain tf.data baseline"
+	@echo "make libero-data       render the small scripted LIBERO-format RLDS dataset into \$$(DATA) [EPISODES=2]"
 
 setup: $(STAMP)
 
 $(STAMP): setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) -q --upgrade pip setuptools wheel
-	$(PIP) -e '.[test]'
+	$(PIP) -e '.[test,libero]'
+	$(PIP) --no-deps hf-libero==0.1.4
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -32,6 +40,15 @@ demo:
 
 bench-tokenizers: $(STAMP)
 	$(PY) bench/tokenizer_throughput.py
+
+bench-inference: $(STAMP)
+	$(PY) bench/inference.py
+
+bench-data: $(STAMP)
+	$(PY) bench/data_pipeline.py
+
+libero-data: $(STAMP)
+	$(PY) -m openvla_vq.sim.make_libero_rlds --out $(DATA) --episodes_per_task $(EPISODES) --assets_dir $(LIBERO_ASSETS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -31,6 +31,21 @@ DATA = [
     "protobuf==7.36.2",
     "importlib_resources==7.1.0",  # tensorflow-datasets imports it without declaring it
 ]
+# LIBERO-90 in simulation (headless MuJoCo). hf-libero itself is installed with --no-deps by the Makefile:
+# its declared dependencies drag in wandb, hydra, robomimic and two sdists that need cmake.
+LIBERO = [
+    "robosuite==1.4.0",
+    "mujoco==3.8.1",  # 3.10+ breaks robosuite 1.4
+    "bddl==1.0.1",
+    "future==1.0.0",  # bddl needs it without declaring it
+    "easydict==1.14",
+    "cloudpickle==3.1.2",
+    "gymnasium==1.4.0",
+    "opencv-python==5.0.0.93",
+    "imageio-ffmpeg==0.8.1",
+    "pyyaml==6.0.3",
+]
+HF_LIBERO = "hf-libero==0.1.4"
 TEST = ["pytest==9.2.0"]
 
 setup(
@@ -40,5 +55,5 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["openvla_vq", "openvla_vq.*"]),
     install_requires=CORE + DATA,
-    extras_require={"test": TEST},
+    extras_require={"test": TEST, "libero": LIBERO},
 )

@@ -38,6 +38,7 @@ LIBERO = DatasetSpec(action_transform=libero_gripper)
 DATASET_SPECS: dict[str, DatasetSpec] = {
     **{f"libero_{suite}_no_noops": LIBERO for suite in ("90", "spatial", "object", "goal", "10")},
     "libero_90": LIBERO,
+    "libero_90_scripted": LIBERO,  # the small dataset openvla_vq.sim.make_libero_rlds renders offline
 }
 
 

@@ -1,0 +1,1 @@
+"""Simulation: LIBERO-90 environments (hf-libero, headless) and scripted demonstrations."""
