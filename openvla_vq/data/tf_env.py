@@ -1,4 +1,4 @@
-"""Import TensorFlow, tensorflow-datasets and rlds the way this project needs them.
+"""Import TensorFlow, tensorflow-datasets and rlds the way this project needs them (always through here).
 
 TensorFlow only feeds data here: it must not grab a GPU, and on 2 cores it must not start dozens of
 threads. `rlds` imports `reverb` at package import, and the installable dm-reverb is ABI-broken with
@@ -13,6 +13,11 @@ import sys
 import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+try:  # triton (shipped with torch, loaded by torch._dynamo) segfaults when TensorFlow's libraries load first
+    import triton  # noqa: F401
+except ImportError:
+    pass
 
 import tensorflow as tf  # noqa: E402
 
@@ -29,6 +34,8 @@ class _AnyAttribute:
     """Answers every attribute, call, subscript and `|`: enough for rlds' annotations that mention reverb."""
 
     def __getattr__(self, name: str) -> "_AnyAttribute":
+        if name.startswith("__"):
+            raise AttributeError(name)
         return _AnyAttribute()
 
     def __call__(self, *args, **kwargs) -> "_AnyAttribute":
@@ -46,8 +53,13 @@ class _AnyAttribute:
 try:
     import reverb  # noqa: F401
 except Exception:
+    def _module_getattr(name: str) -> _AnyAttribute:
+        if name.startswith("__"):  # __file__, __path__, ...: module scanners must see a plain module
+            raise AttributeError(name)
+        return _AnyAttribute()
+
     stub = types.ModuleType("reverb")
-    stub.__getattr__ = lambda name: _AnyAttribute()
+    stub.__getattr__ = _module_getattr
     sys.modules["reverb"] = stub
 
 import rlds  # noqa: E402
