@@ -38,6 +38,7 @@ def check_tokenizer_fits_model(action_tokenizer: ActionTokenizer, config: VLACon
 class VLAPolicy:
     def __init__(self, model: PrismaticVLA, text_tokenizer, action_tokenizer: ActionTokenizer,
                  norm_stats: dict | None = None, unnorm_key: str | None = None) -> None:
+        action_tokenizer = action_tokenizer.for_vocab(model.config.base_vocab_size)
         check_tokenizer_fits_model(action_tokenizer, model.config, text_tokenizer.all_special_ids)
         self.model = model.eval()
         self.text_tokenizer = text_tokenizer

@@ -208,9 +208,24 @@ def test_image_processor_matches_openvla_normalization():
     assert torch.allclose(ImageProcessor(tiny.vision_backbone).mean.flatten(), proc.mean.flatten())
 
 
-def test_tokenizer_that_does_not_fit_the_model_is_rejected(tiny_folder, text_tokenizer):
+def test_action_ids_follow_the_models_vocabulary(tiny_folder, text_tokenizer):
+    """OpenVLA's bins and VQ-VLA's codes count from the end of the LLM vocabulary; explicit slots cannot move."""
     from openvla_vq.action_tokenizers import ActionTokenizerError
 
     model = PrismaticVLA.from_pretrained(tiny_folder)
+    policy = VLAPolicy(model, text_tokenizer, BinningActionTokenizer())  # registered with Llama-2's 32000
+    assert policy.action_tokenizer.allowed_ids(0).tolist() == list(range(VOCAB - 256, VOCAB))
+    vq = VQActionTokenizer(VQConfig(block_out_channels=[16] * 4, norm_groups=4, layers_per_block=1, latent_dim=8))
+    moved = VLAPolicy(model, text_tokenizer, vq).action_tokenizer
+    assert moved.allowed_ids(3).tolist() == list(range(VOCAB - 1024, VOCAB - 768)) and moved.model is vq.model
+    slots = [list(range(10 + 256 * i, 266 + 256 * i)) for i in range(4)]
+    explicit = VQActionTokenizer(VQConfig(block_out_channels=[16] * 4, norm_groups=4, layers_per_block=1, latent_dim=8,
+                                          slot_policy="least_used", slot_ids=slots))
+    with pytest.raises(ActionTokenizerError, match="cannot move"):
+        VLAPolicy(model, text_tokenizer, explicit)
+    big = [list(range(1000 + 256 * i, 1256 + 256 * i)) for i in range(4)]  # up to 2023 on a 1600-token vocabulary
     with pytest.raises(ActionTokenizerError, match="rebuild it with vocab_size=1600"):
-        VLAPolicy(model, text_tokenizer, BinningActionTokenizer())  # Llama-2 ids 31744.. on a 1600-token vocabulary
+        from openvla_vq.policy import check_tokenizer_fits_model
+        check_tokenizer_fits_model(VQActionTokenizer(VQConfig(block_out_channels=[16] * 4, norm_groups=4, layers_per_block=1,
+                                                               latent_dim=8, slot_policy="least_used", slot_ids=big)),
+                                   model.config, text_tokenizer.all_special_ids)

@@ -22,6 +22,7 @@ mapping, so an invalid id can never reach a decoder silently.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -214,6 +215,27 @@ class ActionTokenizer(ABC):
 
     def to(self, device: torch.device | str) -> "ActionTokenizer":
         return self
+
+    def for_vocab(self, vocab_size: int) -> "ActionTokenizer":
+        """This tokenizer with its ids counted from the end of an LLM vocabulary of `vocab_size` base tokens.
+
+        OpenVLA's bins (`vocab_size - d`) and VQ-VLA's codes (`vocab_size - 1 - (c + 256 i)`) are both defined
+        relative to the LLM tokenizer; the stored config holds Llama-2's 32000.
+        """
+        if self.config.vocab_size == vocab_size:
+            return self
+        return self._with_config(dataclasses.replace(self.config, vocab_size=vocab_size))
+
+    def _with_config(self, config: Any) -> "ActionTokenizer":
+        return type(self)(config, self.name)
+
+    def fingerprint(self) -> str:
+        """sha256 over the config and every saved tensor: identifies exactly which tokenizer a run used."""
+        h = hashlib.sha256(json.dumps(dataclasses.asdict(self.config), sort_keys=True).encode())
+        for key, tensor in sorted(self.state_tensors().items()):
+            h.update(key.encode())
+            h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
 
     def save(self, folder: str | Path) -> Path:
         """Write config.json + model.safetensors atomically (the folder appears complete or not at all)."""

@@ -134,6 +134,14 @@ class VQActionTokenizer(ActionTokenizer):
         self.model.to(device)
         return self
 
+    def _with_config(self, config: VQConfig) -> "VQActionTokenizer":
+        if config.slot_ids is not None:
+            raise ActionTokenizerError(
+                f"{self.name}: its ids are explicit least-used slots of one LLM tokenizer and cannot move to a "
+                f"vocabulary of {config.vocab_size}; rebuild slot_ids with slots.least_used_ids(<that tokenizer.model>)"
+            )
+        return VQActionTokenizer(config, self.name, model=self.model)
+
     @torch.no_grad()
     def _encode_symbols(self, actions: torch.Tensor) -> torch.Tensor:
         latent = self.model.encode_latent(actions.to(self.device, torch.float32))

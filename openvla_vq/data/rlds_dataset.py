@@ -91,7 +91,7 @@ def dataset_statistics(builder, name: str, spec: DatasetSpec | None = None) -> d
         if spec.state_key:
             states.append(np.asarray(traj["state"], np.float32))
     stats = {"action": _summary(np.concatenate(actions)), "num_transitions": int(sum(len(a) for a in actions)),
-             "num_trajectories": len(actions)}
+             "num_trajectories": len(actions), "max_trajectory_length": max(len(a) for a in actions)}
     stats["action"]["mask"] = list(spec.action_normalization_mask)
     if states:
         stats["proprio"] = _summary(np.concatenate(states))
@@ -113,16 +113,17 @@ class RLDSChunkDataset(torch.utils.data.IterableDataset):
     """Yields {"image": uint8 [S, S, 3], "instruction": str, "actions": float32 [K, D] normalized}.
 
     train=True repeats forever with a shuffle buffer (and `image_aug`); train=False makes one ordered pass.
-    Processes (accelerate ranks) read disjoint episode shards.
+    Processes (accelerate ranks) read disjoint episode shards. For a given seed the stream is deterministic,
+    so `start_index=n` continues exactly after the first n samples (exact resume).
     """
 
     def __init__(self, data_root: str | Path, dataset_name: str, chunk_len: int, split: str = "train",
                  train: bool = True, image_size: int = 224, image_aug: bool = False, shuffle_buffer_size: int = 100_000,
-                 seed: int = 7, process_index: int = 0, num_processes: int = 1) -> None:
+                 seed: int = 7, process_index: int = 0, num_processes: int = 1, start_index: int = 0) -> None:
         super().__init__()
         self.name, self.chunk_len, self.split, self.train = dataset_name, chunk_len, split, train
         self.image_size, self.image_aug, self.shuffle_buffer_size, self.seed = image_size, image_aug, shuffle_buffer_size, seed
-        self.process_index, self.num_processes = process_index, num_processes
+        self.process_index, self.num_processes, self.start_index = process_index, num_processes, start_index
         self.spec = dataset_spec(dataset_name)
         self.builder = find_builder(data_root, dataset_name)
         self.statistics = dataset_statistics(self.builder, dataset_name, self.spec)
@@ -145,7 +146,8 @@ class RLDSChunkDataset(torch.utils.data.IterableDataset):
         frames = episodes.map(trajectory, num_parallel_calls=tf.data.AUTOTUNE).flat_map(tf.data.Dataset.from_tensor_slices)
         if self.train:
             frames = frames.shuffle(self.shuffle_buffer_size, seed=self.seed)
-        frames = frames.enumerate()
+        # resume: skip consumed samples before any image is decoded (the stream is deterministic for a seed)
+        frames = frames.enumerate().skip(self.start_index)
 
         def decode(index, frame):
             image = resize_uint8(tf.io.decode_image(frame["image"], channels=3, expand_animations=False), self.image_size)

@@ -58,15 +58,18 @@ class PrismaticVLA(nn.Module):
         text = self.language_model.get_input_embeddings()(input_ids)
         return torch.cat([text[:, :1], patches.to(text.dtype), text[:, 1:]], dim=1)
 
+    def expand_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Text labels [B, L] -> labels aligned with the multimodal sequence [B, 1 + P + L - 1] (patches unsupervised)."""
+        b, p = labels.shape[0], self.num_patches
+        return torch.cat([labels[:, :1], labels.new_full((b, p), IGNORE_INDEX), labels[:, 1:]], dim=1)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor,
                 labels: torch.Tensor | None = None):
         """Causal-LM forward; logits/labels cover [BOS, patches, text...], patch positions are never supervised."""
         embeds = self.embed_multimodal(pixel_values, input_ids)
         b, p = input_ids.shape[0], self.num_patches
         mask = torch.cat([attention_mask[:, :1], attention_mask.new_ones(b, p), attention_mask[:, 1:]], dim=1)
-        full_labels = None
-        if labels is not None:
-            full_labels = torch.cat([labels[:, :1], labels.new_full((b, p), IGNORE_INDEX), labels[:, 1:]], dim=1)
+        full_labels = self.expand_labels(labels) if labels is not None else None
         return self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=full_labels)
 
     # ---- generation ---------------------------------------------------------------------

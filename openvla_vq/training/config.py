@@ -1,0 +1,44 @@
+"""The fine-tuning configuration: OpenVLA's FinetuneConfig fields and defaults, plus the action tokenizer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class FinetuneConfig:
+    # model and data (OpenVLA's names)
+    vla_path: str = "openvla/openvla-7b"  # an OpenVLA checkpoint folder (hub ids must be downloaded first)
+    data_root_dir: Path = Path("datasets/rlds")  # holds <dataset_name>/<version>/
+    dataset_name: str = "libero_90_no_noops"
+    run_root_dir: Path = Path("runs")
+    tokenizer: str = "binning"  # a registered action tokenizer name (vq_o, vq_o+l, vq_o+l+m, ...) or a folder
+    # optimisation (OpenVLA: AdamW, constant lr, no clipping, no weight decay)
+    batch_size: int = 16
+    max_steps: int = 200_000
+    save_steps: int = 5_000
+    learning_rate: float = 5e-4
+    grad_accumulation_steps: int = 1
+    image_aug: bool = True
+    shuffle_buffer_size: int = 100_000
+    # LoRA
+    lora_rank: int = 32
+    lora_dropout: float = 0.0
+    gradient_checkpointing: bool = False  # trades compute for memory on the 7B model
+    # bookkeeping
+    log_steps: int = 10
+    seed: int = 7
+    run_id: str | None = None  # default: derived from model, data, tokenizer and hyper-parameters
+    resume: bool = False  # continue the run in run_root_dir/run_id from its latest checkpoint
+    wandb_project: str | None = None  # log to Weights & Biases too (entity from your wandb login)
+    max_length: int = 2048
+
+    def run_name(self) -> str:
+        if self.run_id:
+            return self.run_id
+        base = Path(self.vla_path).name
+        tok = Path(self.tokenizer).name
+        return (f"{base}+{self.dataset_name}+{tok}+b{self.batch_size * self.grad_accumulation_steps}"
+                f"+lr-{self.learning_rate}+lora-r{self.lora_rank}+dropout-{self.lora_dropout}"
+                + ("--image_aug" if self.image_aug else ""))

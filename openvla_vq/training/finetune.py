@@ -1,0 +1,188 @@
+"""LoRA fine-tuning loop: RLDS -> normalization -> chunks -> action tokenizer -> VLA -> loss, under accelerate.
+
+One process or many (DDP; FSDP via an accelerate config). Everything that can be wrong with the inputs is
+checked before the first step (`preflight`). Checkpoints hold the adapter and the full training state, so
+`--resume true` continues bitwise-identically on CPU. Merging the adapter into a full model is a separate
+command (training/merge.py), run once, never on every rank.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file
+from tqdm import tqdm
+
+from openvla_vq.action_tokenizers import ActionTokenizer, ActionTokenizerError, load_action_tokenizer
+from openvla_vq.data.collator import ActionChunkCollator
+from openvla_vq.data.rlds_dataset import RLDSChunkDataset, dataset_statistics, find_builder
+from openvla_vq.data.specs import dataset_spec
+from openvla_vq.model import ImageProcessor, PrismaticVLA, VLAConfig
+from openvla_vq.policy import check_tokenizer_fits_model
+from openvla_vq.training.checkpoint import latest_checkpoint, load_training_state, save_checkpoint, set_rng_state
+from openvla_vq.training.config import FinetuneConfig
+from openvla_vq.training.lora import add_lora
+from openvla_vq.training.metrics import action_metrics
+
+
+class PreflightError(RuntimeError):
+    """A problem with the inputs, found before any training step (one-line message)."""
+
+
+@dataclass
+class Inputs:
+    tokenizer: ActionTokenizer
+    model_config: VLAConfig
+    statistics: dict
+    run_dir: Path
+    resume_from: Path | None
+
+
+def preflight(cfg: FinetuneConfig) -> Inputs:
+    """Tokenizer, model folder, vocabulary fit, dataset, statistics, chunk length and resume state, in that order."""
+    try:
+        tokenizer = load_action_tokenizer(cfg.tokenizer)
+    except ActionTokenizerError as e:
+        raise PreflightError(str(e)) from None
+    vla = Path(cfg.vla_path)
+    if not (vla / "config.json").is_file():
+        raise PreflightError(f"vla_path {cfg.vla_path!r} is not a checkpoint folder with config.json: download it first "
+                             f"(e.g. `hf download openvla/openvla-7b --local-dir openvla-7b`) and pass --vla_path DIR")
+    try:
+        model_config = VLAConfig.from_folder(vla)
+        tokenizer = tokenizer.for_vocab(model_config.base_vocab_size)
+        specials = _special_ids(vla)
+        check_tokenizer_fits_model(tokenizer, model_config, specials)
+        builder = find_builder(cfg.data_root_dir, cfg.dataset_name)
+        spec = dataset_spec(cfg.dataset_name)
+    except (ActionTokenizerError, FileNotFoundError, KeyError, ValueError) as e:
+        raise PreflightError(str(e).strip("'\"")) from None
+    statistics = dataset_statistics(builder, cfg.dataset_name, spec)
+    dims = len(statistics["action"]["q01"])
+    if dims != tokenizer.action_dim:
+        raise PreflightError(f"{cfg.dataset_name} has {dims}-D actions but tokenizer {tokenizer.name!r} expects {tokenizer.action_dim}-D")
+    longest = statistics.get("max_trajectory_length")
+    if longest is not None and tokenizer.chunk_len > longest:
+        raise PreflightError(f"tokenizer {tokenizer.name!r} needs {tokenizer.chunk_len}-step chunks but the longest episode "
+                             f"of {cfg.dataset_name} has {longest} steps")
+    run_dir = cfg.run_root_dir / cfg.run_name()
+    resume_from = latest_checkpoint(run_dir)
+    if cfg.resume and resume_from is None:
+        raise PreflightError(f"--resume: no checkpoint in {run_dir}; start without --resume")
+    if not cfg.resume and resume_from is not None:
+        raise PreflightError(f"{run_dir} already has checkpoints: pass --resume true to continue it, or a new --run_id")
+    if resume_from is not None:
+        if not (resume_from / "dataset_statistics.json").is_file():
+            raise PreflightError(f"{resume_from} has no dataset_statistics.json; the checkpoint is incomplete")
+        saved = json.loads((resume_from / "tokenizer.json").read_text())
+        if saved["fingerprint"] != tokenizer.fingerprint():
+            raise PreflightError(f"{resume_from} was trained with tokenizer {saved['name']!r} (different weights); "
+                                 f"resume with the same --tokenizer")
+    return Inputs(tokenizer, model_config, statistics, run_dir, resume_from if cfg.resume else None)
+
+
+def _special_ids(vla: Path) -> list[int]:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(vla)).all_special_ids
+
+
+def _params_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted((n, p) for n, p in model.named_parameters() if p.requires_grad):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def finetune(cfg: FinetuneConfig) -> Path:
+    """Train; returns the run directory. Raises PreflightError before any step when inputs are wrong."""
+    from transformers import AutoTokenizer
+
+    inputs = preflight(cfg)
+    cuda = torch.cuda.is_available()
+    log_with = ["tensorboard"] + (["wandb"] if cfg.wandb_project else [])
+    # cpu=True on GPU-less machines: several launched processes then form a MULTI_CPU (gloo) group
+    accelerator = Accelerator(cpu=not cuda, gradient_accumulation_steps=cfg.grad_accumulation_steps,
+                              mixed_precision="bf16" if cuda else "no", log_with=log_with,
+                              project_dir=str(inputs.run_dir))
+    set_seed(cfg.seed)
+    tokenizer = inputs.tokenizer.to(accelerator.device)
+    text_tokenizer = AutoTokenizer.from_pretrained(cfg.vla_path)
+    model = PrismaticVLA.from_pretrained(cfg.vla_path, dtype=torch.bfloat16 if cuda else torch.float32)
+    if cfg.gradient_checkpointing:
+        model.language_model.gradient_checkpointing_enable()
+    collator = ActionChunkCollator(text_tokenizer, tokenizer, ImageProcessor(model.vision_backbone),
+                                   model.config.pad_token_id, cfg.max_length)
+    model = add_lora(model, cfg.lora_rank, cfg.lora_dropout)
+    allowed = tokenizer.allowed_id_mask(model.config.text_config["vocab_size"])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)  # OpenVLA: constant learning rate
+
+    step, data_position = 0, 0
+    if inputs.resume_from is not None:
+        set_peft_model_state_dict(model, load_file(str(inputs.resume_from / "adapter" / "adapter_model.safetensors")))
+        state = load_training_state(inputs.resume_from)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        step, data_position = state["step"], state["data_position"]
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    dataset = RLDSChunkDataset(cfg.data_root_dir, cfg.dataset_name, chunk_len=tokenizer.chunk_len, train=True,
+                               image_aug=cfg.image_aug, shuffle_buffer_size=cfg.shuffle_buffer_size, seed=cfg.seed,
+                               process_index=accelerator.process_index, num_processes=accelerator.num_processes,
+                               start_index=data_position)
+    batches = iter(torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=collator, num_workers=0))
+    statistics = {cfg.dataset_name: inputs.statistics}
+    tokenizer_ref = {"name": tokenizer.name, "spec": cfg.tokenizer, "fingerprint": tokenizer.fingerprint()}
+    if accelerator.is_main_process:
+        accelerator.init_trackers(cfg.wandb_project or "openvla-vq", config=json.loads(json.dumps(vars(cfg), default=str)))
+        inputs.run_dir.mkdir(parents=True, exist_ok=True)
+        (inputs.run_dir / "dataset_statistics.json").write_text(json.dumps(statistics, indent=2))
+
+    unwrapped = accelerator.unwrap_model(model)
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_main_process, desc="finetune")
+    window_start, window_samples = time.perf_counter(), 0
+    while step < cfg.max_steps:
+        for _ in range(cfg.grad_accumulation_steps):
+            batch = next(batches)
+            data_position += cfg.batch_size
+            window_samples += cfg.batch_size * accelerator.num_processes
+            with accelerator.accumulate(model), accelerator.autocast():
+                out = model(input_ids=batch["input_ids"].to(accelerator.device), labels=batch["labels"].to(accelerator.device),
+                            attention_mask=batch["attention_mask"].to(accelerator.device),
+                            pixel_values=batch["pixel_values"].to(accelerator.device))
+                accelerator.backward(out.loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+        step += 1
+        bar.update(1)
+        if step % cfg.log_steps == 0 or step == cfg.max_steps:
+            metrics = action_metrics(out.logits.detach(), unwrapped.base_model.model.expand_labels(batch["labels"]).to(out.logits.device),
+                                     text_tokenizer.eos_token_id, tokenizer, allowed, batch["actions"])
+            metrics["train_loss"] = out.loss.item()
+            metrics["samples_per_s"] = window_samples / (time.perf_counter() - window_start)
+            window_start, window_samples = time.perf_counter(), 0
+            accelerator.log(metrics, step=step)
+            bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", acc=f"{metrics['action_accuracy']:.2f}", l1=f"{metrics['l1_loss']:.3f}")
+        if step % cfg.save_steps == 0 or step == cfg.max_steps:
+            digests = accelerator.gather_for_metrics([_params_digest(unwrapped)], use_gather_object=True)
+            if len(set(digests)) != 1:
+                raise RuntimeError(f"ranks disagree on the trainable parameters at step {step}: {digests}")
+            if accelerator.is_main_process:
+                save_checkpoint(inputs.run_dir, step, unwrapped, optimizer, scheduler, data_position, cfg, tokenizer_ref,
+                                statistics, extra={"rank_digests": list(digests), "num_processes": accelerator.num_processes})
+            accelerator.wait_for_everyone()
+    bar.close()
+    accelerator.end_training()
+    return inputs.run_dir

@@ -1,0 +1,138 @@
+"""finetune/lora.py end to end on the tiny VLA and a tiny LIBERO-layout RLDS set (CPU)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from openvla_vq.action_tokenizers import VQActionTokenizer, VQConfig
+from openvla_vq.model import ImageProcessor, PrismaticVLA
+from openvla_vq.model.tiny import write_tiny_checkpoint
+from openvla_vq.training.config import FinetuneConfig
+from openvla_vq.training.finetune import PreflightError, preflight
+from rlds_fixtures import write_libero_like
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "finetune" / "lora.py"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ft")
+    write_libero_like(root / "data", episodes=6, length=12)
+    write_tiny_checkpoint(root / "tiny-vla", base_vocab_size=1600)
+    torch.manual_seed(0)
+    VQActionTokenizer(VQConfig(block_out_channels=[16] * 4, norm_groups=4, layers_per_block=1, latent_dim=8), name="vq-tiny").save(root / "vq-tiny")
+    return root
+
+
+def args(root: Path, tokenizer: str, run_id: str, steps: int, *extra: str) -> list[str]:
+    return ["--vla_path", str(root / "tiny-vla"), "--data_root_dir", str(root / "data"), "--run_root_dir", str(root / "runs"),
+            "--tokenizer", tokenizer, "--run_id", run_id, "--batch_size", "2", "--max_steps", str(steps), "--save_steps", "10",
+            "--log_steps", "5", "--shuffle_buffer_size", "40", *extra]
+
+
+def run(cli: list[str], launcher: list[str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    return subprocess.run((launcher or [sys.executable]) + [str(SCRIPT)] + cli, capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=REPO)
+
+
+def adapter(root: Path, run_id: str, step: int) -> dict:
+    return load_file(str(root / "runs" / run_id / "checkpoints" / f"step_{step:08d}" / "adapter" / "adapter_model.safetensors"))
+
+
+def fixed_batch_loss(root: Path, tokenizer_path: str, adapter_state: dict | None) -> float:
+    """Loss of base (+ adapter) on the same held-out batch, computed outside the training script."""
+    from peft import set_peft_model_state_dict
+    from transformers import AutoTokenizer
+
+    from openvla_vq import load_action_tokenizer
+    from openvla_vq.data.collator import ActionChunkCollator
+    from openvla_vq.data.rlds_dataset import RLDSChunkDataset
+    from openvla_vq.training.lora import add_lora
+
+    model = PrismaticVLA.from_pretrained(root / "tiny-vla")
+    tok = load_action_tokenizer(tokenizer_path).for_vocab(1600)
+    samples = [s for _, s in zip(range(8), RLDSChunkDataset(root / "data", "libero_90_no_noops", chunk_len=tok.chunk_len, train=False))]
+    batch = ActionChunkCollator(AutoTokenizer.from_pretrained(str(root / "tiny-vla")), tok, ImageProcessor(model.vision_backbone),
+                                1600, 1024)(samples)
+    model = add_lora(model, 32, 0.0)
+    if adapter_state is not None:
+        set_peft_model_state_dict(model, adapter_state)
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=batch["pixel_values"],
+                     labels=batch["labels"]).loss.item()
+
+
+@pytest.mark.parametrize("tokenizer", ["binning", "vq-tiny"])
+def test_20_steps_lower_the_loss(setup, tokenizer):
+    spec = "binning" if tokenizer == "binning" else str(setup / "vq-tiny")
+    done = run(args(setup, spec, f"loss-{tokenizer}", 20))
+    assert done.returncode == 0, done.stderr[-3000:]
+    before = fixed_batch_loss(setup, spec, None)  # LoRA starts as the identity: the base model's loss
+    after = fixed_batch_loss(setup, spec, adapter(setup, f"loss-{tokenizer}", 20))
+    assert after < before - 0.05, (before, after)
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run_bitwise(setup):
+    reference = setup / "runs" / "loss-binning"
+    if not (reference / "checkpoints" / "step_00000020").is_dir():
+        assert run(args(setup, "binning", "loss-binning", 20)).returncode == 0
+    cli = args(setup, "binning", "killed", 20)
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    proc = subprocess.Popen([sys.executable, str(SCRIPT)] + cli, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = setup / "runs" / "killed" / "checkpoints" / "step_00000010"
+    deadline = time.time() + 300
+    while not first.is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.is_dir() and not (setup / "runs" / "killed" / "checkpoints" / "step_00000020").exists()
+    resumed = run(cli + ["--resume", "true"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = adapter(setup, "loss-binning", 20), adapter(setup, "killed", 20)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_processes_keep_identical_parameters(setup):
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    done = run(args(setup, "binning", "ddp", 4, "--save_steps", "2"), launcher=launcher)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for step in (2, 4):
+        state = torch.load(setup / "runs" / "ddp" / "checkpoints" / f"step_{step:08d}" / "training_state.pt", weights_only=True)
+        assert state["num_processes"] == 2 and len(state["rank_digests"]) == 2 and len(set(state["rank_digests"])) == 1
+
+
+def test_the_users_command_lines_parse(setup):
+    launcher = [sys.executable, "-m", "accelerate.commands.launch"]
+    vq = run(["--tokenizer", "vq_o+l+m"], launcher=launcher)
+    assert vq.returncode != 0
+    err = [line for line in vq.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "weights of action tokenizer 'vq_o+l+m' not found" in err[0] and "import_vqvla" in err[0]
+    binning = run(["--tokenizer", "binning"])  # parses, then stops at the missing OpenVLA-7B folder
+    assert binning.returncode == 2 and "vla_path 'openvla/openvla-7b' is not a checkpoint folder" in binning.stderr
+
+
+def test_preflight_errors(setup):
+    base = dict(vla_path=str(setup / "tiny-vla"), data_root_dir=setup / "data", run_root_dir=setup / "runs-preflight")
+    with pytest.raises(PreflightError, match="no RLDS dataset 'libero_10_no_noops'"):
+        preflight(FinetuneConfig(**base, dataset_name="libero_10_no_noops"))
+    long_chunks = VQActionTokenizer(VQConfig(chunk_len=32, block_out_channels=[16] * 6, norm_groups=4, layers_per_block=1, latent_dim=8))
+    long_chunks.save(setup / "vq-k32")
+    with pytest.raises(PreflightError, match="needs 32-step chunks but the longest episode of libero_90_no_noops has 17 steps"):
+        preflight(FinetuneConfig(**base, tokenizer=str(setup / "vq-k32")))
+    slots = [list(range(1000 + 256 * i, 1256 + 256 * i)) for i in range(4)]
+    VQActionTokenizer(VQConfig(block_out_channels=[16] * 4, norm_groups=4, layers_per_block=1, latent_dim=8,
+                               slot_policy="least_used", slot_ids=slots)).save(setup / "vq-slots")
+    with pytest.raises(PreflightError, match="cannot move"):
+        preflight(FinetuneConfig(**base, tokenizer=str(setup / "vq-slots")))
+    with pytest.raises(PreflightError, match="no checkpoint"):
+        preflight(FinetuneConfig(**base, resume=True))
