@@ -11,7 +11,7 @@ LIBERO_ASSETS ?= ../shared/libero-test-assets/assets
 EPISODES      ?= 2
 DATA          ?= data/rlds
 
-.PHONY: help setup test demo bench-tokenizers bench-inference bench-data libero-data clean
+.PHONY: help setup test demo bench-tokenizers bench-inference bench-data bench-finetune libero-data clean
 
 help:
 	@echo "make test              set up .venv if needed, run the test suite"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench-tokenizers  encode+decode throughput, binning vs VQ, batch 1024 on CPU"
 	@echo "make bench-inference   actions/s of predict_action, binning vs VQ on one backbone"
 	@echo "make bench-data        fine-tuning data samples/s next to a plain tf.data baseline"
+	@echo "make bench-finetune    LoRA step samples/s and peak memory (tiny model on CPU)"
 	@echo "make libero-data       render the small scripted LIBERO-format RLDS dataset into \$$(DATA) [EPISODES=2]"
 
 setup: $(STAMP)
@@ -46,6 +47,9 @@ bench-inference: $(STAMP)
 
 bench-data: $(STAMP)
 	$(PY) bench/data_pipeline.py
+
+bench-finetune: $(STAMP)
+	$(PY) bench/finetune.py
 
 libero-data: $(STAMP)
 	$(PY) -m openvla_vq.sim.make_libero_rlds --out $(DATA) --episodes_per_task $(EPISODES) --assets_dir $(LIBERO_ASSETS)

@@ -111,6 +111,24 @@ def test_two_processes_keep_identical_parameters(setup):
         assert state["num_processes"] == 2 and len(state["rank_digests"]) == 2 and len(set(state["rank_digests"])) == 1
 
 
+def test_merge_gives_the_same_model_as_base_plus_adapter(setup):
+    from peft import PeftModel
+
+    from openvla_vq.training.merge import merge
+
+    checkpoint = setup / "runs" / "loss-binning" / "checkpoints" / "step_00000020"
+    if not checkpoint.is_dir():
+        assert run(args(setup, "binning", "loss-binning", 20)).returncode == 0
+    out = merge(checkpoint, setup / "merged")
+    merged = PrismaticVLA.from_pretrained(out).eval()
+    unmerged = PeftModel.from_pretrained(PrismaticVLA.from_pretrained(setup / "tiny-vla"), str(checkpoint / "adapter")).eval()
+    batch = {"input_ids": torch.tensor([[1, 50, 60, 70, 1500, 1501]]), "attention_mask": torch.ones(1, 6, dtype=torch.long),
+             "pixel_values": torch.randn(1, 6, 224, 224)}
+    with torch.no_grad():
+        assert torch.allclose(merged(**batch).logits, unmerged(**batch).logits, atol=1e-4)
+    assert {"dataset_statistics.json", "action_tokenizer.json", "tokenizer_config.json"} <= {p.name for p in out.iterdir()}
+
+
 def test_the_users_command_lines_parse(setup):
     launcher = [sys.executable, "-m", "accelerate.commands.launch"]
     vq = run(["--tokenizer", "vq_o+l+m"], launcher=launcher)
@@ -134,5 +152,10 @@ def test_preflight_errors(setup):
                                slot_policy="least_used", slot_ids=slots)).save(setup / "vq-slots")
     with pytest.raises(PreflightError, match="cannot move"):
         preflight(FinetuneConfig(**base, tokenizer=str(setup / "vq-slots")))
+    clash = [list(range(1 + 256 * i, 257 + 256 * i)) for i in range(4)]  # includes <s> = 1 and </s> = 2
+    VQActionTokenizer(VQConfig(block_out_channels=[16] * 4, norm_groups=4, layers_per_block=1, latent_dim=8, special_ids=[], vocab_size=1600,
+                               slot_policy="least_used", slot_ids=clash)).save(setup / "vq-clash")
+    with pytest.raises(PreflightError, match=r"ids \[1, 2\] are special tokens of the LLM tokenizer"):
+        preflight(FinetuneConfig(**base, tokenizer=str(setup / "vq-clash")))
     with pytest.raises(PreflightError, match="no checkpoint"):
         preflight(FinetuneConfig(**base, resume=True))

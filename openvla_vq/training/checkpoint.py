@@ -1,10 +1,11 @@
-"""Run checkpoints, written atomically: LoRA adapter, tokenizer reference, statistics, full training state.
+"""Run checkpoints, complete or absent: LoRA adapter, tokenizer reference, statistics, full training state.
 
 runs/<run>/checkpoints/step_<N>/
     adapter/                  PEFT adapter (adapter_config.json + adapter_model.safetensors)
     tokenizer.json            {"name", "fingerprint"} of the action tokenizer
     dataset_statistics.json   {dataset_name: statistics}, for un-normalizing predictions
     training_state.pt         optimizer, lr schedule, step, RNG states, data position (weights_only-loadable)
+    optimizer_0*              FSDP only: the sharded optimizer state, written by accelerate
     run_config.json           the FinetuneConfig that produced it
 runs/<run>/latest             name of the newest complete checkpoint
 """
@@ -13,13 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from openvla_vq.io import atomic_dir, atomic_file, write_json
+from openvla_vq.io import atomic_file, write_json
 
 
 def rng_state() -> dict:
@@ -34,18 +37,35 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(("MT19937", state["numpy"]["keys"].numpy().astype(np.uint32), state["numpy"]["pos"], 0, 0.0))
 
 
-def save_checkpoint(run_dir: Path, step: int, peft_model, optimizer, scheduler, data_position: int, config,
+def save_checkpoint(accelerator, run_dir: Path, step: int, model, optimizer, scheduler, data_position: int, config,
                     tokenizer_ref: dict, statistics: dict, extra: dict | None = None) -> Path:
+    """Collective: every rank calls it. Files go to a staging folder that is renamed when complete."""
+    from accelerate.utils import DistributedType
+    from accelerate.utils.fsdp_utils import save_fsdp_optimizer
+
     folder = run_dir / "checkpoints" / f"step_{step:08d}"
-    with atomic_dir(folder) as tmp:
-        peft_model.save_pretrained(str(tmp / "adapter"))
-        write_json(tmp / "tokenizer.json", tokenizer_ref)
-        write_json(tmp / "dataset_statistics.json", statistics)
-        write_json(tmp / "run_config.json", json.loads(json.dumps(dataclasses.asdict(config), default=str)))
-        torch.save({"step": step, "data_position": data_position, "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": rng_state(), **(extra or {})}, tmp / "training_state.pt")
-    with atomic_file(run_dir / "latest") as f:
-        f.write(folder.name + "\n")
+    staging = folder.parent / f".{folder.name}.incomplete"
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    full_state = accelerator.get_state_dict(model)  # gathers shards under FSDP; plain state_dict otherwise
+    fsdp = accelerator.distributed_type == DistributedType.FSDP
+    if fsdp:
+        save_fsdp_optimizer(accelerator.state.fsdp_plugin, accelerator, optimizer, model, str(staging))
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(str(staging / "adapter"), state_dict=full_state)
+        write_json(staging / "tokenizer.json", tokenizer_ref)
+        write_json(staging / "dataset_statistics.json", statistics)
+        write_json(staging / "run_config.json", json.loads(json.dumps(dataclasses.asdict(config), default=str)))
+        torch.save({"step": step, "data_position": data_position, "scheduler": scheduler.state_dict(), "rng": rng_state(),
+                    "optimizer": None if fsdp else optimizer.state_dict(), **(extra or {})}, staging / "training_state.pt")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+        with atomic_file(run_dir / "latest") as f:
+            f.write(folder.name + "\n")
+    accelerator.wait_for_everyone()
     return folder
 
 

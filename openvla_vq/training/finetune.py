@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 from tqdm import tqdm
@@ -131,11 +131,16 @@ def finetune(cfg: FinetuneConfig) -> Path:
     if inputs.resume_from is not None:
         set_peft_model_state_dict(model, load_file(str(inputs.resume_from / "adapter" / "adapter_model.safetensors")))
         state = load_training_state(inputs.resume_from)
-        optimizer.load_state_dict(state["optimizer"])
+        if state["optimizer"] is not None:
+            optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         step, data_position = state["step"], state["data_position"]
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if inputs.resume_from is not None and state["optimizer"] is None:  # FSDP: sharded optimizer state
+        from accelerate.utils.fsdp_utils import load_fsdp_optimizer
+
+        load_fsdp_optimizer(accelerator.state.fsdp_plugin, accelerator, optimizer, model, str(inputs.resume_from))
 
     dataset = RLDSChunkDataset(cfg.data_root_dir, cfg.dataset_name, chunk_len=tokenizer.chunk_len, train=True,
                                image_aug=cfg.image_aug, shuffle_buffer_size=cfg.shuffle_buffer_size, seed=cfg.seed,
@@ -176,13 +181,12 @@ def finetune(cfg: FinetuneConfig) -> Path:
             accelerator.log(metrics, step=step)
             bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", acc=f"{metrics['action_accuracy']:.2f}", l1=f"{metrics['l1_loss']:.3f}")
         if step % cfg.save_steps == 0 or step == cfg.max_steps:
+            # DDP keeps full replicas: check that every rank holds the same trainable weights (FSDP shards differ by design)
             digests = accelerator.gather_for_metrics([_params_digest(unwrapped)], use_gather_object=True)
-            if len(set(digests)) != 1:
+            if accelerator.distributed_type != DistributedType.FSDP and len(set(digests)) != 1:
                 raise RuntimeError(f"ranks disagree on the trainable parameters at step {step}: {digests}")
-            if accelerator.is_main_process:
-                save_checkpoint(inputs.run_dir, step, unwrapped, optimizer, scheduler, data_position, cfg, tokenizer_ref,
-                                statistics, extra={"rank_digests": list(digests), "num_processes": accelerator.num_processes})
-            accelerator.wait_for_everyone()
+            save_checkpoint(accelerator, inputs.run_dir, step, model, optimizer, scheduler, data_position, cfg, tokenizer_ref,
+                            statistics, extra={"rank_digests": list(digests), "num_processes": accelerator.num_processes})
     bar.close()
     accelerator.end_training()
     return inputs.run_dir

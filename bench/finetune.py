@@ -1,0 +1,83 @@
+"""LoRA fine-tuning step throughput and peak memory, binning and VQ label layouts, in one run.
+
+    python bench/finetune.py                                  # tiny config, CPU, fp32
+    python bench/finetune.py --size 7b --device cuda --batch 16 --gradient_checkpointing   # OpenVLA-7B shape, bf16
+
+Synthetic batches of the real shapes (224 px, OpenVLA prompt, T+1 action labels) go through the model with
+LoRA (r=32) and AdamW, as finetune/lora.py does; the data pipeline is measured separately (bench/data_pipeline.py).
+OpenVLA documents about 72 GB at batch 16 for the 7B; the goal here is <= 48 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import torch
+
+from openvla_vq.model import PrismaticVLA, VLAConfig, tiny_config
+from openvla_vq.model.prismatic import IGNORE_INDEX
+from openvla_vq.training.lora import add_lora
+
+PROMPT_TOKENS = 24  # "In: What action should the robot take to put the black bowl on the plate?\nOut: " in Llama pieces
+
+
+def batch(size: int, tokens_per_chunk: int, vocab: int, device: str) -> dict:
+    n = PROMPT_TOKENS + tokens_per_chunk + 1
+    ids = torch.randint(3, vocab - 1100, (size, n), device=device)
+    ids[:, 0] = 1
+    ids[:, PROMPT_TOKENS:-1] = torch.randint(vocab - 1024, vocab, (size, tokens_per_chunk), device=device)
+    ids[:, -1] = 2
+    labels = ids.clone()
+    labels[:, :PROMPT_TOKENS] = IGNORE_INDEX
+    return {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids),
+            "pixel_values": torch.randn(size, 6, 224, 224, device=device)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=["tiny", "7b"], default="tiny")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--gradient_checkpointing", action="store_true")
+    args = parser.parse_args()
+    cuda = args.device.startswith("cuda")
+    dtype = torch.bfloat16 if cuda else torch.float32
+    torch.manual_seed(0)
+    with torch.device(args.device):
+        model = PrismaticVLA(tiny_config() if args.size == "tiny" else VLAConfig()).to(dtype)
+    if args.gradient_checkpointing:
+        model.language_model.gradient_checkpointing_enable()
+    vocab = model.config.base_vocab_size
+    model = add_lora(model, 32, 0.0)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"model={args.size} device={args.device} dtype={dtype} batch={args.batch} threads={torch.get_num_threads()} "
+          f"params={sum(p.numel() for p in model.parameters()):,} trainable={trainable:,} grad_ckpt={args.gradient_checkpointing}")
+    print(f"{'labels':22s} {'step s':>8s} {'samples/s':>10s} {'peak memory GB':>15s}")
+    for name, tokens in [("binning (7+1 tokens)", 7), ("vq (4+1 tokens)", 4)]:
+        data = batch(args.batch, tokens, vocab, args.device)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        times = []
+        for step in range(args.steps + 1):
+            start = time.perf_counter()
+            with torch.autocast(args.device.split(":")[0], dtype=dtype, enabled=cuda):
+                loss = model(**data).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            if cuda:
+                torch.cuda.synchronize()
+            if step:  # the first step includes one-time allocations
+                times.append(time.perf_counter() - start)
+        seconds = sum(times) / len(times)
+        peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(f"{name:22s} {seconds:8.3f} {args.batch / seconds:10.1f} {peak:15.2f}")
+    print("peak memory: CUDA max allocated on GPU; process max RSS on CPU")
+
+
+if __name__ == "__main__":
+    main()
