@@ -10,8 +10,13 @@ STAMP  := $(VENV)/.installed
 LIBERO_ASSETS ?= ../shared/libero-test-assets/assets
 EPISODES      ?= 2
 DATA          ?= data/rlds
+CHECKPOINT    ?= runs/latest
+TASKS         ?= all
+TRIALS        ?= 50
+PROCS         ?= 1
+EVAL_OUT      ?= eval_runs/$(notdir $(CHECKPOINT))
 
-.PHONY: help setup test demo bench-tokenizers bench-inference bench-data bench-finetune libero-data clean
+.PHONY: help setup test demo bench-tokenizers bench-inference bench-data bench-finetune bench-eval libero-data eval-libero90 compare clean
 
 help:
 	@echo "make test              set up .venv if needed, run the test suite"
@@ -21,6 +26,9 @@ help:
 	@echo "make bench-data        fine-tuning data samples/s next to a plain tf.data baseline"
 	@echo "make bench-finetune    LoRA step samples/s and peak memory (tiny model on CPU)"
 	@echo "make libero-data       render the small scripted LIBERO-format RLDS dataset into \$$(DATA) [EPISODES=2]"
+	@echo "make eval-libero90     CHECKPOINT=... [TASKS=all] [TRIALS=50] [PROCS=1] [EVAL_OUT=...]: LIBERO-90, OpenVLA protocol"
+	@echo "make compare           RUNS=eval_runs/a,eval_runs/b: success, actions/s, tokens per action side by side"
+	@echo "make bench-eval        env steps/s of the harness next to a naive OpenVLA-style loop"
 
 setup: $(STAMP)
 
@@ -50,6 +58,17 @@ bench-data: $(STAMP)
 
 bench-finetune: $(STAMP)
 	$(PY) bench/finetune.py
+
+eval-libero90: $(STAMP)
+	$(VENV)/bin/accelerate launch --num_processes $(PROCS) --num_machines 1 --mixed_precision no --dynamo_backend no \
+		$(if $(filter-out 1,$(PROCS)),--multi_gpu,) eval/libero90.py --checkpoint $(CHECKPOINT) --tasks $(TASKS) \
+		--trials $(TRIALS) --out_dir $(EVAL_OUT) $(if $(LIBERO_ASSETS),--assets_dir $(LIBERO_ASSETS),)
+
+compare: $(STAMP)
+	$(PY) eval/compare.py --runs $(RUNS)
+
+bench-eval: $(STAMP)
+	$(PY) bench/eval_harness.py --assets_dir $(LIBERO_ASSETS)
 
 libero-data: $(STAMP)
 	$(PY) -m openvla_vq.sim.make_libero_rlds --out $(DATA) --episodes_per_task $(EPISODES) --assets_dir $(LIBERO_ASSETS)

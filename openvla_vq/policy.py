@@ -86,3 +86,36 @@ class VLAPolicy:
         actions = self.action_tokenizer.decode(ids.cpu()).numpy()
         self.last_latency_s = time.perf_counter() - start
         return unnormalize_actions(actions, self.action_stats) if self.action_stats is not None else actions
+
+
+def load_policy(checkpoint: str | Path, tokenizer: str | None = None, device: str = "cpu",
+                dtype: torch.dtype = torch.float32, unnorm_key: str | None = None) -> tuple[VLAPolicy, dict]:
+    """A policy from a fine-tuning checkpoint (runs/<run>/checkpoints/step_N: base + adapter, merged in memory)
+    or from a model folder (merged by training/merge.py, or OpenVLA's own). Returns (policy, info) where info
+    holds the training settings the evaluation protocol depends on (image augmentation -> centre crop)."""
+    from transformers import AutoTokenizer
+
+    folder = Path(checkpoint)
+    run_config = json.loads((folder / "run_config.json").read_text()) if (folder / "run_config.json").is_file() else {}
+    if (folder / "adapter").is_dir():
+        from peft import PeftModel
+
+        base = PrismaticVLA.from_pretrained(run_config["vla_path"], dtype=dtype, device=device)
+        model = PeftModel.from_pretrained(base, str(folder / "adapter")).merge_and_unload()
+        text_folder = run_config["vla_path"]
+    else:
+        model, text_folder = PrismaticVLA.from_pretrained(folder, dtype=dtype, device=device), folder
+    ref_file = folder / "action_tokenizer.json"  # (tokenizer.json in a model folder is the text tokenizer)
+    reference = json.loads(ref_file.read_text()) if ref_file.is_file() else {}
+    spec = tokenizer or reference.get("spec") or reference.get("name")
+    if spec is None:
+        raise ActionTokenizerError(f"{folder} does not say which action tokenizer it was trained with: pass --tokenizer NAME")
+    from openvla_vq.action_tokenizers import load_action_tokenizer
+
+    action_tokenizer = load_action_tokenizer(spec).for_vocab(model.config.base_vocab_size)
+    if reference.get("fingerprint") and reference["fingerprint"] != action_tokenizer.fingerprint():
+        raise ActionTokenizerError(f"{folder} was trained with tokenizer {reference.get('name')!r} but {spec!r} has different weights")
+    stats_file = folder / "dataset_statistics.json"
+    stats = json.loads(stats_file.read_text()) if stats_file.is_file() else model.config.norm_stats
+    policy = VLAPolicy(model, AutoTokenizer.from_pretrained(str(text_folder)), action_tokenizer.to(device), stats, unnorm_key)
+    return policy, {"tokenizer": spec, "image_aug": run_config.get("image_aug", True), "run_config": run_config}

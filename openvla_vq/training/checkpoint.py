@@ -2,7 +2,7 @@
 
 runs/<run>/checkpoints/step_<N>/
     adapter/                  PEFT adapter (adapter_config.json + adapter_model.safetensors)
-    tokenizer.json            {"name", "fingerprint"} of the action tokenizer
+    action_tokenizer.json     {"name", "spec", "fingerprint"} of the action tokenizer
     dataset_statistics.json   {dataset_name: statistics}, for un-normalizing predictions
     training_state.pt         optimizer, lr schedule, step, RNG states, data position (weights_only-loadable)
     optimizer_0*              FSDP only: the sharded optimizer state, written by accelerate
@@ -55,7 +55,7 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, model, optimizer, sch
         save_fsdp_optimizer(accelerator.state.fsdp_plugin, accelerator, optimizer, model, str(staging))
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(str(staging / "adapter"), state_dict=full_state)
-        write_json(staging / "tokenizer.json", tokenizer_ref)
+        write_json(staging / "action_tokenizer.json", tokenizer_ref)
         write_json(staging / "dataset_statistics.json", statistics)
         write_json(staging / "run_config.json", json.loads(json.dumps(dataclasses.asdict(config), default=str)))
         torch.save({"step": step, "data_position": data_position, "scheduler": scheduler.state_dict(), "rng": rng_state(),

@@ -82,7 +82,7 @@ def preflight(cfg: FinetuneConfig) -> Inputs:
     if resume_from is not None:
         if not (resume_from / "dataset_statistics.json").is_file():
             raise PreflightError(f"{resume_from} has no dataset_statistics.json; the checkpoint is incomplete")
-        saved = json.loads((resume_from / "tokenizer.json").read_text())
+        saved = json.loads((resume_from / "action_tokenizer.json").read_text())
         if saved["fingerprint"] != tokenizer.fingerprint():
             raise PreflightError(f"{resume_from} was trained with tokenizer {saved['name']!r} (different weights); "
                                  f"resume with the same --tokenizer")

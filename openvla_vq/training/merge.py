@@ -4,7 +4,7 @@
 
 Unlike OpenVLA's finetune.py (which reloads and merges the 7B base on every rank at every save,
 openvla#277), this runs once, in one process, on the device you choose. The output holds config.json +
-safetensors, the text tokenizer, dataset_statistics.json and the action tokenizer reference (tokenizer.json).
+safetensors, the text tokenizer, dataset_statistics.json and the action tokenizer reference (action_tokenizer.json).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ def merge(checkpoint: Path, out: Path, device: str = "cpu", dtype: torch.dtype =
     merged.save_pretrained(out)
     with atomic_dir(out.parent / f".{out.name}.extras") as tmp:  # then moved in beside the weights
         AutoTokenizer.from_pretrained(run_config["vla_path"]).save_pretrained(str(tmp))
-        for name in ("dataset_statistics.json", "tokenizer.json"):
-            shutil.copy(checkpoint / name, tmp / ("action_tokenizer.json" if name == "tokenizer.json" else name))
+        for name in ("dataset_statistics.json", "action_tokenizer.json"):
+            shutil.copy(checkpoint / name, tmp / name)
         for item in tmp.iterdir():
             item.replace(out / item.name)
     return out

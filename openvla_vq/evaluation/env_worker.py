@@ -1,0 +1,100 @@
+"""One LIBERO environment in its own process, driven over a connection (never imports TensorFlow).
+
+TensorFlow (used for the policy's preprocessing) and MuJoCo's EGL renderer crash when loaded into one
+process, so each policy process runs its environments as `python -m openvla_vq.evaluation.env_worker FD`.
+Messages (pickled over a socketpair):
+    ("reset", task_index, trial, wait_steps, record) -> (image, sim_seconds, frames)
+    ("step", actions [n, 7] in env units, record)   -> (image, done, steps, sim_seconds, frames)
+    ("close",)
+Only the cameras asked for are rendered (default: agentview, the policy's camera); images are 256 px,
+rotated 180 degrees.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from multiprocessing.connection import Connection
+
+import numpy as np
+
+from openvla_vq.evaluation.protocol import ENV_SEED, RESOLUTION, WAIT_ACTION
+
+
+class EnvWorker:
+    """Parent-side handle: start the process, send commands, receive replies."""
+
+    def __init__(self, assets_dir: str | None, log=None, cameras: str = "agentview") -> None:
+        parent, child = socket.socketpair()
+        cmd = [sys.executable, "-m", "openvla_vq.evaluation.env_worker", str(child.fileno()), assets_dir or "", cameras]
+        self.process = subprocess.Popen(cmd, pass_fds=(child.fileno(),), stdout=log or subprocess.DEVNULL,
+                                        stderr=log or subprocess.DEVNULL)
+        child.close()
+        self.conn = Connection(parent.detach())
+
+    def send(self, *message) -> None:
+        self.conn.send(message)
+
+    def recv(self):
+        reply = self.conn.recv()
+        if isinstance(reply, BaseException):
+            raise RuntimeError(f"env worker failed: {reply!r}")
+        return reply
+
+    def close(self) -> None:
+        try:
+            self.send("close")
+            self.process.wait(timeout=30)
+        except Exception:
+            self.process.kill()
+
+
+def serve(conn: Connection, assets_dir: str | None, cameras: tuple[str, ...] = ("agentview",)) -> None:
+    from openvla_vq.sim.libero_env import init_states, libero90_task, make_env, rotate180, setup_libero
+
+    setup_libero(assets_dir or None)
+    env, current, states = None, None, None
+    while True:
+        message = conn.recv()
+        kind = message[0]
+        if kind == "close":
+            break
+        try:
+            start = time.perf_counter()
+            if kind == "reset":
+                _, task_index, trial, wait_steps, record = message
+                if task_index != current:
+                    if env is not None:
+                        env.close()
+                    task = libero90_task(task_index)
+                    env, current, states = make_env(task, RESOLUTION, cameras=cameras, seed=ENV_SEED), task_index, init_states(task)
+                env.reset()
+                obs = env.set_init_state(states[trial])
+                frames = []
+                for _ in range(wait_steps):
+                    obs, _, _, _ = env.step(list(WAIT_ACTION))
+                    if record:
+                        frames.append(rotate180(obs["agentview_image"]))
+                conn.send((rotate180(obs["agentview_image"]), time.perf_counter() - start, frames))
+            elif kind == "step":
+                _, actions, record = message
+                done, steps, frames = False, 0, []
+                for action in np.asarray(actions, np.float64):
+                    obs, _, done, _ = env.step(action.tolist())
+                    steps += 1
+                    if record:
+                        frames.append(rotate180(obs["agentview_image"]))
+                    if done:
+                        break
+                conn.send((rotate180(obs["agentview_image"]), bool(done), steps, time.perf_counter() - start, frames))
+        except Exception as e:  # reported to the parent, which stops with the message
+            conn.send(RuntimeError(f"{type(e).__name__}: {e}"))
+    if env is not None:
+        env.close()
+
+
+if __name__ == "__main__":
+    serve(Connection(int(sys.argv[1])), sys.argv[2] if len(sys.argv) > 2 else None,
+          tuple(sys.argv[3].split(",")) if len(sys.argv) > 3 else ("agentview",))

@@ -1,0 +1,134 @@
+"""LIBERO-90 evaluation: (task, trial) pairs sharded over accelerate processes, several envs per process with
+their policy queries batched into one forward pass, append-only episode records, and a report at the end.
+
+Per episode (OpenVLA's protocol, protocol.py): env.seed(0), set_init_state(trial), 10 wait steps, then up to
+max_steps actions. Each query returns a chunk of K actions (K = 1 for binning, 5 for VQ-VLA) that is executed
+open loop, `actions_per_query` of them (default: all K). Observations: agentview only, 256 px, rotated 180
+degrees, JPEG round trip, lanczos to 224, centre crop if the checkpoint was trained with augmentation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from openvla_vq.evaluation import protocol
+from openvla_vq.evaluation.records import EpisodeLog, read_records
+
+
+@dataclass
+class EvalConfig:
+    checkpoint: str = "runs/latest"  # runs/<run>/checkpoints/step_N, a merged folder, or an OpenVLA folder
+    tokenizer: str | None = None  # default: the one recorded in the checkpoint
+    tasks: str = "all"  # "all" or comma-separated LIBERO-90 task indices, e.g. "38,39,86"
+    trials: int = protocol.TRIALS_PER_TASK
+    max_steps: int = protocol.MAX_STEPS
+    num_steps_wait: int = protocol.NUM_STEPS_WAIT
+    actions_per_query: int | None = None  # open-loop actions per query; default the tokenizer's chunk length
+    center_crop: bool | None = None  # default: whether the checkpoint was trained with image augmentation
+    envs_per_process: int = 1
+    cameras: str = "agentview"  # rendered cameras; the policy reads agentview (more only costs time)
+    videos_per_task: int = 1  # MP4s of the first N trials of each task
+    assets_dir: str | None = None  # default $LIBERO_ASSETS, else hf-libero's own
+    out_dir: Path = Path("eval_runs/latest")
+    unnorm_key: str | None = None
+    seed: int = protocol.SEED
+    device: str | None = None  # default cuda if available
+    bf16: bool = True  # on GPU
+
+
+@dataclass
+class Episode:
+    task: int
+    trial: int
+    instruction: str
+    image: np.ndarray | None = None
+    steps: int = 0
+    queries: int = 0
+    policy_s: float = 0.0
+    sim_s: float = 0.0
+    done: bool = False
+    frames: list = field(default_factory=list)
+
+
+def task_list(spec: str) -> list[int]:
+    return list(range(protocol.NUM_TASKS)) if spec == "all" else [int(t) for t in str(spec).split(",")]
+
+
+def run_eval(cfg: EvalConfig) -> Path:
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import set_seed
+
+    from openvla_vq.evaluation.env_worker import EnvWorker
+    from openvla_vq.evaluation.preprocess import preprocess_image
+    from openvla_vq.evaluation.report import save_video, write_report
+    from openvla_vq.policy import load_policy
+    from openvla_vq.sim.libero_env import libero90_task, setup_libero
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    out = Path(cfg.out_dir)
+    setup_libero(cfg.assets_dir)  # fails early, in every process, when no assets can be found
+    set_seed(cfg.seed)
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.startswith("cuda") and cfg.bf16 else torch.float32
+    policy, info = load_policy(cfg.checkpoint, cfg.tokenizer, device, dtype, cfg.unnorm_key)
+    crop = info["image_aug"] if cfg.center_crop is None else cfg.center_crop
+    per_query = min(cfg.actions_per_query or policy.action_tokenizer.chunk_len, policy.action_tokenizer.chunk_len)
+
+    wanted = [(t, n) for t in task_list(cfg.tasks) for n in range(cfg.trials)]
+    finished = {(r["task"], r["trial"]) for r in read_records(out / "episodes")}
+    mine = [pair for pair in wanted if pair not in finished][state.process_index::state.num_processes]
+    instructions = {t: libero90_task(t).language for t in {t for t, _ in mine}}
+    log = EpisodeLog(out / "episodes", state.process_index)
+    worker_log = open(out / f"env_workers.rank{state.process_index}.log", "ab")
+    workers = [EnvWorker(cfg.assets_dir, worker_log, cfg.cameras) for _ in range(min(cfg.envs_per_process, max(1, len(mine))))]
+    active: dict[int, Episode] = {}
+    queue = list(mine)
+    try:
+        while queue or active:
+            fresh = []
+            for slot in range(len(workers)):  # start new episodes in free slots; workers reset in parallel
+                if slot not in active and queue:
+                    task, trial = queue.pop(0)
+                    active[slot] = Episode(task, trial, instructions[task])
+                    workers[slot].send("reset", task, trial, cfg.num_steps_wait, trial < cfg.videos_per_task)
+                    fresh.append(slot)
+            for slot in fresh:
+                image, sim_s, frames = workers[slot].recv()
+                active[slot].image, active[slot].sim_s, active[slot].frames = image, sim_s, frames
+            slots = sorted(active)
+            start = time.perf_counter()
+            images = [preprocess_image(active[s].image, crop=crop) for s in slots]
+            actions = protocol.gripper_to_env(policy.predict_action(images, [active[s].instruction for s in slots]))
+            share = (time.perf_counter() - start) / len(slots)
+            for i, slot in enumerate(slots):
+                ep = active[slot]
+                ep.policy_s, ep.queries = ep.policy_s + share, ep.queries + 1
+                n = min(per_query, cfg.max_steps - ep.steps)
+                workers[slot].send("step", actions[i, :n], ep.trial < cfg.videos_per_task)
+            for slot in slots:
+                ep = active[slot]
+                ep.image, ep.done, steps, sim_s, frames = workers[slot].recv()
+                ep.steps, ep.sim_s = ep.steps + steps, ep.sim_s + sim_s
+                ep.frames.extend(frames)
+                if ep.done or ep.steps >= cfg.max_steps:
+                    if ep.frames:
+                        save_video(out / "videos" / f"task{ep.task:02d}_trial{ep.trial:02d}_{'success' if ep.done else 'failure'}.mp4", ep.frames)
+                    log.append({"task": ep.task, "trial": ep.trial, "instruction": ep.instruction, "success": ep.done,
+                                "steps": ep.steps, "queries": ep.queries, "policy_s": round(ep.policy_s, 4),
+                                "sim_s": round(ep.sim_s, 4), "rank": state.process_index})
+                    del active[slot]
+    finally:
+        for worker in workers:
+            worker.close()
+        log.close()
+        worker_log.close()
+    state.wait_for_everyone()
+    if state.is_main_process:
+        write_report(out, cfg, wanted, policy, info, crop, per_query)
+    state.wait_for_everyone()
+    return out

@@ -1,0 +1,115 @@
+"""Evaluation outputs: results.json, per-task CSV, success bar plot (Wilson 95% intervals), MP4 rollouts."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import importlib.metadata
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from openvla_vq.evaluation import protocol
+from openvla_vq.evaluation.records import read_records
+from openvla_vq.io import atomic_file, write_json
+
+PACKAGES = ("openvla-vq", "torch", "transformers", "timm", "peft", "accelerate", "tensorflow-cpu", "hf-libero",
+            "robosuite", "mujoco")
+
+
+def save_video(path: Path, frames: list[np.ndarray], fps: int = 30) -> None:
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.mp4")
+    imageio.mimwrite(tmp, frames, fps=fps, codec="libx264", quality=7, macro_block_size=1)
+    tmp.replace(path)
+
+
+def checkpoint_hash(folder: Path) -> str:
+    """sha256 over the checkpoint's weights and configs (file names and bytes, in sorted order)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors")):
+        h.update(str(path.relative_to(folder)).encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def summarize(records: list[dict]) -> dict:
+    n, k = len(records), sum(r["success"] for r in records)
+    low, high = protocol.wilson_interval(k, n)
+    policy_s = sum(r["policy_s"] for r in records)
+    return {"episodes": n, "successes": k, "success_rate": k / n if n else 0.0, "wilson95": [low, high],
+            "actions_per_s": sum(r["steps"] for r in records) / policy_s if policy_s else 0.0,
+            "queries_per_s": sum(r["queries"] for r in records) / policy_s if policy_s else 0.0}
+
+
+def write_report(out: Path, cfg, wanted: list[tuple[int, int]], policy, info: dict, crop: bool, per_query: int) -> dict:
+    wanted_set = set(wanted)
+    records = {(r["task"], r["trial"]): r for r in read_records(out / "episodes") if (r["task"], r["trial"]) in wanted_set}
+    rows = list(records.values())
+    tok = policy.action_tokenizer
+    per_task = {}
+    for task in sorted({t for t, _ in wanted}):
+        per_task[task] = {"instruction": next((r["instruction"] for r in rows if r["task"] == task), ""),
+                          **summarize([r for r in rows if r["task"] == task])}
+    results = {
+        "suite": protocol.SUITE, "checkpoint": str(cfg.checkpoint), "checkpoint_sha256": checkpoint_hash(Path(cfg.checkpoint)),
+        "tokenizer": {"name": tok.name, "spec": info["tokenizer"], "chunk_len": tok.chunk_len, "tokens_per_chunk": tok.tokens_per_chunk,
+                      "tokens_per_action": tok.tokens_per_chunk / tok.chunk_len, "fingerprint": tok.fingerprint()},
+        "protocol": {"trials_per_task": cfg.trials, "max_steps": cfg.max_steps, "num_steps_wait": cfg.num_steps_wait,
+                     "wait_action": list(protocol.WAIT_ACTION), "env_seed": protocol.ENV_SEED, "seed": cfg.seed,
+                     "resolution": protocol.RESOLUTION, "rotate_180": True, "jpeg_round_trip": True, "resize": "lanczos3 224",
+                     "center_crop": crop, "actions_per_query": per_query, "gripper": "2g-1, sign, invert",
+                     "cameras": ["agentview"]},
+        "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
+        "packages": {p: _version(p) for p in PACKAGES},
+        "missing_episodes": len(wanted_set) - len(records),
+        "overall": summarize(rows), "tasks": {str(t): v for t, v in per_task.items()},
+    }
+    write_json(out / "results.json", results)
+    with atomic_file(out / "tasks.csv") as f:
+        writer = csv.writer(f)
+        writer.writerow(["task", "instruction", "episodes", "successes", "success_rate", "wilson95_low", "wilson95_high"])
+        for task, s in per_task.items():
+            writer.writerow([task, s["instruction"], s["episodes"], s["successes"], f"{s['success_rate']:.4f}",
+                             f"{s['wilson95'][0]:.4f}", f"{s['wilson95'][1]:.4f}"])
+    plot_success(out / "success.png", {f"task {t}": s for t, s in per_task.items()} | {"overall": results["overall"]},
+                 title=f"LIBERO-90 success, {tok.name} ({results['overall']['episodes']} episodes)")
+    return results
+
+
+def plot_success(path: Path, bars: dict[str, dict], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(bars)
+    rates = np.array([bars[n]["success_rate"] for n in names])
+    low = rates - np.array([bars[n]["wilson95"][0] for n in names])
+    high = np.array([bars[n]["wilson95"][1] for n in names]) - rates
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(names) + 2), 3.5))
+    ax.bar(range(len(names)), rates, yerr=[low, high], capsize=3, color="tab:blue")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("success rate (Wilson 95%)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    with atomic_file(path, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
