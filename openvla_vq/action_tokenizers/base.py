@@ -237,12 +237,15 @@ class ActionTokenizer(ABC):
             h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
         return h.hexdigest()
 
-    def save(self, folder: str | Path) -> Path:
-        """Write config.json + model.safetensors atomically (the folder appears complete or not at all)."""
+    def save(self, folder: str | Path, metadata: dict | None = None) -> Path:
+        """Write config.json + model.safetensors atomically (the folder appears complete or not at all).
+
+        `metadata` (e.g. training data and each dataset's normalization statistics) is stored in config.json.
+        """
         folder = Path(folder)
         with atomic_dir(folder) as tmp:
             meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "type": self.type_name, "name": self.name,
-                    "config": dataclasses.asdict(self.config)}
+                    "config": dataclasses.asdict(self.config), **({"metadata": metadata} if metadata else {})}
             (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
             tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()}
             save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT, "type": self.type_name})

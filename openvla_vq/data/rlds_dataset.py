@@ -63,7 +63,7 @@ def _episodes(builder, spec: DatasetSpec, split: str, shuffle_files: bool):
     skip = {k: tfds.decode.SkipDecoding() for k in (spec.image_key, spec.wrist_image_key) if k}
     shuffle_files = shuffle_files and not builder.info.disable_shuffling  # ordered datasets refuse file shuffling
     return builder.as_dataset(split=split_for(builder, split), shuffle_files=shuffle_files,
-                              decoders={"steps": {"observation": skip}})
+                              decoders={"steps": {"observation": skip}} if skip else None)
 
 
 def _whole_episode(episode, select) -> dict:
@@ -110,61 +110,98 @@ def _summary(x: np.ndarray) -> dict:
 
 
 class RLDSChunkDataset(torch.utils.data.IterableDataset):
-    """Yields {"image": uint8 [S, S, 3], "instruction": str, "actions": float32 [K, D] normalized}.
+    """Yields {"actions": float32 [K, D] normalized, "dataset": name} plus, with load_images, "image": uint8 [S, S, 3]
+    and "instruction": str.
 
-    train=True repeats forever with a shuffle buffer (and `image_aug`); train=False makes one ordered pass.
-    Processes (accelerate ranks) read disjoint episode shards. For a given seed the stream is deterministic,
-    so `start_index=n` continues exactly after the first n samples (exact resume).
+    `datasets` is one RLDS dataset name or a weighted mixture [(name, weight), ...]; each dataset is normalized
+    with its own statistics. train=True repeats forever, samples the mixture by weight and shuffles; train=False
+    makes one ordered pass over each dataset in turn. Processes (accelerate ranks) read disjoint episode shards.
+    For a given seed the stream is deterministic, so `start_index=n` continues exactly after the first n samples.
     """
 
-    def __init__(self, data_root: str | Path, dataset_name: str, chunk_len: int, split: str = "train",
-                 train: bool = True, image_size: int = 224, image_aug: bool = False, shuffle_buffer_size: int = 100_000,
-                 seed: int = 7, process_index: int = 0, num_processes: int = 1, start_index: int = 0) -> None:
+    TRANSFER_BATCH = 32
+
+    def __init__(self, data_root: str | Path, datasets: str | list[tuple[str, float]], chunk_len: int, split: str = "train",
+                 train: bool = True, load_images: bool = True, image_size: int = 224, image_aug: bool = False,
+                 shuffle_buffer_size: int = 100_000, seed: int = 7, process_index: int = 0, num_processes: int = 1,
+                 start_index: int = 0) -> None:
         super().__init__()
-        self.name, self.chunk_len, self.split, self.train = dataset_name, chunk_len, split, train
+        mixture = [(datasets, 1.0)] if isinstance(datasets, str) else [(n, float(w)) for n, w in datasets]
+        self.names, self.weights = [n for n, _ in mixture], [w for _, w in mixture]
+        self.chunk_len, self.split, self.train, self.load_images = chunk_len, split, train, load_images
         self.image_size, self.image_aug, self.shuffle_buffer_size, self.seed = image_size, image_aug, shuffle_buffer_size, seed
         self.process_index, self.num_processes, self.start_index = process_index, num_processes, start_index
-        self.spec = dataset_spec(dataset_name)
-        self.builder = find_builder(data_root, dataset_name)
-        self.statistics = dataset_statistics(self.builder, dataset_name, self.spec)
+        self.specs = [dataset_spec(n) for n in self.names]
+        self.builders = [find_builder(data_root, n) for n in self.names]
+        self.statistics_by_name = {n: dataset_statistics(b, n, s) for n, b, s in zip(self.names, self.builders, self.specs)}
+        self.statistics = self.statistics_by_name[self.names[0]]
 
-    def _tf_dataset(self):
-        spec, k = self.spec, self.chunk_len
-        episodes = _episodes(self.builder, spec, self.split, shuffle_files=self.train)
+    def _frames(self, index: int):
+        """One dataset's frames: K-step chunks (indices clamped at the episode end) plus what else is needed."""
+        spec, k, load_images = self.specs[index], self.chunk_len, self.load_images
+        episodes = _episodes(self.builders[index], spec, self.split, shuffle_files=self.train)
         episodes = episodes.shard(self.num_processes, self.process_index)
         if self.train:
             episodes = episodes.shuffle(256, seed=self.seed, reshuffle_each_iteration=True).repeat()
 
+        def select(step):
+            out = {"action": step["action"]}
+            if load_images:
+                out.update(image=step["observation"][spec.image_key], instruction=step["language_instruction"])
+            return out
+
         def trajectory(episode):
-            traj = _whole_episode(episode, lambda s: {"action": s["action"], "image": s["observation"][spec.image_key],
-                                                      "instruction": s["language_instruction"]})
+            traj = _whole_episode(episode, select)
             n = tf.shape(traj["action"])[0]
             wanted = tf.range(n)[:, None] + tf.range(k)[None, :]  # [T, K]
-            return {"actions": tf.gather(traj["action"], tf.minimum(wanted, n - 1)), "past_end": wanted > n - 1,
-                    "image": traj["image"], "instruction": traj["instruction"]}
+            out = {"actions": tf.gather(traj["action"], tf.minimum(wanted, n - 1)), "past_end": wanted > n - 1,
+                   "dataset": tf.fill([n], index)}
+            if load_images:
+                out.update(image=traj["image"], instruction=traj["instruction"])
+            return out
 
-        frames = episodes.map(trajectory, num_parallel_calls=tf.data.AUTOTUNE).flat_map(tf.data.Dataset.from_tensor_slices)
+        return episodes.map(trajectory, num_parallel_calls=tf.data.AUTOTUNE).flat_map(tf.data.Dataset.from_tensor_slices)
+
+    def _tf_dataset(self):
+        streams = [self._frames(i) for i in range(len(self.names))]
+        if len(streams) == 1:
+            frames = streams[0]
+        elif self.train:
+            total = sum(self.weights)
+            frames = tf.data.Dataset.sample_from_datasets(streams, [w / total for w in self.weights], seed=self.seed)
+        else:
+            frames = streams[0]
+            for stream in streams[1:]:
+                frames = frames.concatenate(stream)
         if self.train:
             frames = frames.shuffle(self.shuffle_buffer_size, seed=self.seed)
         # resume: skip consumed samples before any image is decoded (the stream is deterministic for a seed)
         frames = frames.enumerate().skip(self.start_index)
 
         def decode(index, frame):
-            image = resize_uint8(tf.io.decode_image(frame["image"], channels=3, expand_animations=False), self.image_size)
-            if self.image_aug:
-                image = augment(image, tf.stack([tf.cast(self.seed, tf.int64), index]))
-            return {**frame, "image": image}
+            if self.load_images:
+                image = resize_uint8(tf.io.decode_image(frame["image"], channels=3, expand_animations=False), self.image_size)
+                if self.image_aug:
+                    image = augment(image, tf.stack([tf.cast(self.seed, tf.int64), index]))
+                frame = {**frame, "image": image}
+            return frame
 
         frames = frames.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         # small batches cross into Python far faster than single frames; order is unchanged
         return frames.batch(self.TRANSFER_BATCH).prefetch(tf.data.AUTOTUNE)
 
-    TRANSFER_BATCH = 32
-
     def __iter__(self) -> Iterator[dict]:
-        mask = np.asarray(self.spec.action_normalization_mask)
         for block in self._tf_dataset().as_numpy_iterator():
-            actions = normalize_actions(self.spec.action_transform(block["actions"]), self.statistics)
-            actions[block["past_end"][..., None] & mask] = 0.0  # past the end: no relative motion
-            for i in range(len(actions)):
-                yield {"image": block["image"][i], "instruction": block["instruction"][i].decode(), "actions": actions[i]}
+            actions = np.empty(block["actions"].shape, np.float32)
+            for i in np.unique(block["dataset"]):  # each dataset with its own transform and statistics
+                rows = block["dataset"] == i
+                spec, stats = self.specs[i], self.statistics_by_name[self.names[i]]
+                normalized = normalize_actions(spec.action_transform(block["actions"][rows]), stats)
+                mask = np.asarray(spec.action_normalization_mask)
+                normalized[block["past_end"][rows][..., None] & mask] = 0.0  # past the end: no relative motion
+                actions[rows] = normalized
+            for j in range(len(actions)):
+                sample = {"actions": actions[j], "dataset": self.names[block["dataset"][j]]}
+                if self.load_images:
+                    sample.update(image=block["image"][j], instruction=block["instruction"][j].decode())
+                yield sample

@@ -26,7 +26,7 @@ def identity(actions: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    image_key: str = "image"
+    image_key: str | None = "image"
     wrist_image_key: str | None = "wrist_image"
     state_key: str | None = "state"
     action_transform: Callable[[np.ndarray], np.ndarray] = identity
@@ -35,10 +35,13 @@ class DatasetSpec:
 
 
 LIBERO = DatasetSpec(action_transform=libero_gripper)
+ACTIONS_ONLY = DatasetSpec(image_key=None, wrist_image_key=None, state_key=None)  # tokenizer-training data
 DATASET_SPECS: dict[str, DatasetSpec] = {
     **{f"libero_{suite}_no_noops": LIBERO for suite in ("90", "spatial", "object", "goal", "10")},
     "libero_90": LIBERO,
     "libero_90_scripted": LIBERO,  # the small dataset openvla_vq.sim.make_libero_rlds renders offline
+    "maniskill_synth": ACTIONS_ONLY,  # ManiSkill3 motion-planning trajectories (openvla_vq.sim.maniskill_rlds)
+    "maniskill_heldout": ACTIONS_ONLY,  # the task family kept out of maniskill_synth
 }
 
 

@@ -1,0 +1,68 @@
+"""Convert ManiSkill3 trajectories (tokenizers/maniskill_generate.py) into action-only RLDS datasets.
+
+    python -m openvla_vq.sim.maniskill_rlds --episodes data/maniskill --out data/rlds --heldout PlugCharger-v1
+
+Writes `maniskill_synth` (every task but the held-out family) and `maniskill_heldout` (that family only), so a
+tokenizer trained on the first can be measured on a trajectory source it never saw. Steps hold the 7-D action
+(base-frame xyz metres, euler radians, gripper 1 open / 0 closed) and the task name as language_instruction.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from openvla_vq.data.rlds_writer import write_rlds
+from openvla_vq.data.tf_env import tfds
+
+
+def action_features():
+    return tfds.features.FeaturesDict({
+        "steps": tfds.features.Dataset({
+            "action": tfds.features.Tensor(shape=(7,), dtype=np.float32),
+            "language_instruction": tfds.features.Text(),
+            "is_first": np.bool_, "is_last": np.bool_, "is_terminal": np.bool_,
+            "reward": np.float32, "discount": np.float32,
+        }),
+        "episode_metadata": {"file_path": tfds.features.Text()},
+    })
+
+
+def action_episode(actions: np.ndarray, instruction: str, file_path: str) -> dict:
+    n = len(actions)
+    return {"steps": [{"action": actions[t].astype(np.float32), "language_instruction": instruction,
+                       "is_first": t == 0, "is_last": t == n - 1, "is_terminal": t == n - 1,
+                       "reward": float(t == n - 1), "discount": 1.0} for t in range(n)],
+            "episode_metadata": {"file_path": file_path}}
+
+
+def convert(episodes: Path, out: Path, heldout: str) -> dict[str, Path]:
+    files = sorted(episodes.glob("episodes/*/*.npz"))
+    if not files:
+        raise FileNotFoundError(f"no trajectories under {episodes}/episodes: run tokenizers/synth_maniskill.sh first")
+
+    def load(selected):
+        for path in selected:
+            with np.load(path) as z:
+                yield action_episode(z["actions"], str(z["task"]), f"{path.parent.name}/{path.name}")
+
+    groups = {"maniskill_synth": [f for f in files if f.parent.name != heldout],
+              "maniskill_heldout": [f for f in files if f.parent.name == heldout]}
+    return {name: write_rlds(out, name, load(sel), features=action_features(), description=__doc__)
+            for name, sel in groups.items() if sel}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--episodes", type=Path, default=Path("data/maniskill"))
+    parser.add_argument("--out", type=Path, default=Path("data/rlds"))
+    parser.add_argument("--heldout", default="PlugCharger-v1")
+    args = parser.parse_args(argv)
+    for name, folder in convert(args.episodes, args.out, args.heldout).items():
+        print(f"{name}: {folder}")
+
+
+if __name__ == "__main__":
+    main()
