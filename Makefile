@@ -16,11 +16,14 @@ TRIALS        ?= 50
 PROCS         ?= 1
 EVAL_OUT      ?= eval_runs/$(notdir $(CHECKPOINT))
 
+N             ?= 200
+
+.PHONY: synth-maniskill train-tokenizer-m tokenizer-report
 .PHONY: help setup test demo bench-tokenizers bench-inference bench-data bench-finetune bench-eval libero-data eval-libero90 compare clean
 
 help:
 	@echo "make test              set up .venv if needed, run the test suite"
-	@echo "make demo              (not available yet: arrives with the end-to-end demo issue)"
+	@echo "make demo              tokenizer -> fine-tune -> LIBERO rollout -> binning vs VQ comparison, offline on CPU"
 	@echo "make bench-tokenizers  encode+decode throughput, binning vs VQ, batch 1024 on CPU"
 	@echo "make bench-inference   actions/s of predict_action, binning vs VQ on one backbone"
 	@echo "make bench-data        fine-tuning data samples/s next to a plain tf.data baseline"
@@ -29,6 +32,9 @@ help:
 	@echo "make eval-libero90     CHECKPOINT=... [TASKS=all] [TRIALS=50] [PROCS=1] [EVAL_OUT=...]: LIBERO-90, OpenVLA protocol"
 	@echo "make compare           RUNS=eval_runs/a,eval_runs/b: success, actions/s, tokens per action side by side"
 	@echo "make bench-eval        env steps/s of the harness next to a naive OpenVLA-style loop"
+	@echo "make synth-maniskill   N=200: ManiSkill3 motion-planning trajectories -> RLDS (maniskill_synth, maniskill_heldout)"
+	@echo "make train-tokenizer-m train the shipped vq_m on those trajectories (tokenizers/train.py)"
+	@echo "make tokenizer-report  [TOKENIZER=vq_m]: held-out quality report next to binning -> reports/<name>/"
 
 setup: $(STAMP)
 
@@ -42,10 +48,8 @@ $(STAMP): setup.py
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
-demo:
-	@echo "make demo is not available yet: the end-to-end demo (tokenizer -> fine-tune -> LIBERO rollout) arrives with a later issue."
-	@echo "Today: 'make test' and 'make bench-tokenizers'."
-	@exit 2
+demo: $(STAMP)
+	$(PY) -m openvla_vq.demo --data_root_dir $(DATA) --assets_dir $(LIBERO_ASSETS)
 
 bench-tokenizers: $(STAMP)
 	$(PY) bench/tokenizer_throughput.py
@@ -69,6 +73,20 @@ compare: $(STAMP)
 
 bench-eval: $(STAMP)
 	$(PY) bench/eval_harness.py --assets_dir $(LIBERO_ASSETS)
+
+synth-maniskill: $(STAMP)
+	N=$(N) DATA=$(DATA) bash tokenizers/synth_maniskill.sh
+
+# the shipped default tokenizer (tokenizers/vq_m/): ManiSkill3 data only, 6.5 MB, ~25 min on 2 CPU cores
+train-tokenizer-m: $(STAMP)
+	$(VENV)/bin/accelerate launch --num_processes 1 --mixed_precision no --dynamo_backend no tokenizers/train.py \
+		--mixture m --data_root_dir $(DATA) --name vq_m --steps_per_stage 6000 --save_steps 500 --batch_size 256 \
+		--shuffle_buffer_size 20000 --block_out_channels "[32,32,64,64]" --layers_per_block 2 --norm_groups 8 \
+		--latent_dim 64 --learning_rate 3e-4 --min_learning_rate 1e-5 --codebook_update ema --ema_decay 0.8
+
+tokenizer-report: $(STAMP)
+	$(PY) -m openvla_vq.action_tokenizers.report --tokenizer $(or $(TOKENIZER),vq_m) --data_root_dir $(DATA) \
+		--datasets maniskill_synth:val,maniskill_heldout:all,libero_90_scripted:all --out reports/$(or $(TOKENIZER),vq_m)
 
 libero-data: $(STAMP)
 	$(PY) -m openvla_vq.sim.make_libero_rlds --out $(DATA) --episodes_per_task $(EPISODES) --assets_dir $(LIBERO_ASSETS)

@@ -59,10 +59,12 @@ def split_for(builder, split: str) -> str:
     raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
 
 
-def _episodes(builder, spec: DatasetSpec, split: str, shuffle_files: bool):
+def _episodes(builder, spec: DatasetSpec, split: str, shuffle_files: bool, seed: int = 0):
     skip = {k: tfds.decode.SkipDecoding() for k in (spec.image_key, spec.wrist_image_key) if k}
     shuffle_files = shuffle_files and not builder.info.disable_shuffling  # ordered datasets refuse file shuffling
+    # a seeded file order keeps the stream reproducible (exact resume) for datasets stored in many files
     return builder.as_dataset(split=split_for(builder, split), shuffle_files=shuffle_files,
+                              read_config=tfds.ReadConfig(shuffle_seed=seed),
                               decoders={"steps": {"observation": skip}} if skip else None)
 
 
@@ -139,10 +141,8 @@ class RLDSChunkDataset(torch.utils.data.IterableDataset):
     def _frames(self, index: int):
         """One dataset's frames: K-step chunks (indices clamped at the episode end) plus what else is needed."""
         spec, k, load_images = self.specs[index], self.chunk_len, self.load_images
-        episodes = _episodes(self.builders[index], spec, self.split, shuffle_files=self.train)
+        episodes = _episodes(self.builders[index], spec, self.split, shuffle_files=self.train, seed=self.seed)
         episodes = episodes.shard(self.num_processes, self.process_index)
-        if self.train:
-            episodes = episodes.shuffle(256, seed=self.seed, reshuffle_each_iteration=True).repeat()
 
         def select(step):
             out = {"action": step["action"]}
@@ -160,7 +160,12 @@ class RLDSChunkDataset(torch.utils.data.IterableDataset):
                 out.update(image=traj["image"], instruction=traj["instruction"])
             return out
 
-        return episodes.map(trajectory, num_parallel_calls=tf.data.AUTOTUNE).flat_map(tf.data.Dataset.from_tensor_slices)
+        trajectories = episodes.map(trajectory, num_parallel_calls=tf.data.AUTOTUNE)
+        if not load_images:  # action chunks are small: materialize each episode once, then reuse it every pass
+            trajectories = trajectories.cache()
+        if self.train:
+            trajectories = trajectories.shuffle(256, seed=self.seed, reshuffle_each_iteration=True).repeat()
+        return trajectories.flat_map(tf.data.Dataset.from_tensor_slices)
 
     def _tf_dataset(self):
         streams = [self._frames(i) for i in range(len(self.names))]

@@ -45,6 +45,9 @@ class TokenizerTrainConfig:
     latent_dim: int = 128
     num_quantizers: int = 4
     codebook_size: int = 256
+    codebook_update: str = "loss"  # "loss" (paper Eq. 1) or "ema" (the authors' code)
+    ema_decay: float = 0.99
+    dead_code_threshold: float = 0.05
     # optimisation
     steps_per_stage: int = 100_000
     batch_size: int = 1024
@@ -115,12 +118,10 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     set_seed(cfg.seed)
     config = VQConfig(chunk_len=cfg.chunk_len, block_out_channels=list(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
                       norm_groups=cfg.norm_groups, latent_dim=cfg.latent_dim, num_quantizers=cfg.num_quantizers,
-                      codebook_size=cfg.codebook_size)
+                      codebook_size=cfg.codebook_size, codebook_update=cfg.codebook_update, ema_decay=cfg.ema_decay,
+                      dead_code_threshold=cfg.dead_code_threshold)
     tokenizer = VQActionTokenizer(config, name=cfg.tokenizer_name)
-    net = tokenizer.model.train().requires_grad_(True)
-    if config.codebook_update == "ema":
-        for layer in net.vq_layer.layers:
-            layer._codebook.embed.requires_grad_(False)
+    net = tokenizer.model.train().requires_grad_(True)  # EMA codebooks are buffers: never trained by the optimizer
     decay = [p for n, p in net.named_parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for n, p in net.named_parameters() if p.requires_grad and p.ndim <= 1]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
