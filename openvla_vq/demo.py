@@ -8,7 +8,7 @@ Stages (each recorded in demo_out/stages/<stage>.json when done, so a rerun reus
   4. evaluation of both through eval/libero90.py on the asset-pack tasks;
   5. offline action L1 of both policies on the held-out episodes (normalized space);
   6. the comparison: success with Wilson intervals, actions/s, tokens per action, offline L1, wall time per stage,
-     printed and saved as demo_out/comparison.{md,json,png}.
+     printed and saved as demo_out/comparison.{md,json} and demo_out/compare.png.
 """
 
 from __future__ import annotations

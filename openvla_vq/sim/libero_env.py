@@ -30,6 +30,7 @@ def setup_libero(assets_dir: str | os.PathLike | None = None) -> Path:
     config_dir = Path(os.environ.setdefault("LIBERO_CONFIG_PATH", str(Path.home() / ".cache" / "openvla_vq" / "libero")))
     config_dir.mkdir(parents=True, exist_ok=True)
     assets = assets_dir or os.environ.get("LIBERO_ASSETS")
+    assets = str(Path(assets).resolve()) if assets else None  # robosuite resolves relative paths against its own folder
     if not (config_dir / "config.yaml").is_file():
         import yaml
 
