@@ -70,3 +70,17 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_file(path) as f:
         json.dump(obj, f, indent=2, sort_keys=False)
         f.write("\n")
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> None:
+    """Render a matplotlib figure to PNG and write it atomically; the figure is closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    with atomic_file(path, "wb") as f:
+        f.write(buffer.getvalue())

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from openvla_vq.action_tokenizers import BinningActionTokenizer, BinningConfig, VQActionTokenizer, VQConfig
 from openvla_vq.data.collator import ActionChunkCollator

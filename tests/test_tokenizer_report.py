@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from openvla_vq.action_tokenizers import BinningActionTokenizer, VQActionTokenizer, VQConfig
+from openvla_vq.action_tokenizers import VQActionTokenizer, VQConfig
 from openvla_vq.action_tokenizers.report import adjacent_pairs, load_chunks, report
 from openvla_vq.data.rlds_writer import write_rlds
 from openvla_vq.sim.maniskill_rlds import action_episode, action_features

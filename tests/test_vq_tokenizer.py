@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from openvla_vq import load_action_tokenizer
 from openvla_vq.action_tokenizers import VQActionTokenizer, VQConfig

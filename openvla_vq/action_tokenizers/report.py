@@ -17,8 +17,6 @@ Writes report.json and trajectories.png (a held-out episode per dataset: true vs
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import time
 from pathlib import Path
 
@@ -26,7 +24,7 @@ import numpy as np
 import torch
 
 from openvla_vq.action_tokenizers import ActionTokenizer, BinningActionTokenizer, load_action_tokenizer
-from openvla_vq.io import atomic_file, write_json
+from openvla_vq.io import save_figure, write_json
 
 
 def load_chunks(data_root: Path, name: str, split: str, chunk_len: int, limit: int) -> np.ndarray:
@@ -120,12 +118,7 @@ def plot(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
             ax.set_title(f"{dataset}: {names[d]}", fontsize=7)
             ax.tick_params(labelsize=6)
     axes[0, 0].legend(fontsize=6)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    with atomic_file(path, "wb") as f:
-        f.write(buffer.getvalue())
+    save_figure(fig, path, dpi=90)
 
 
 def report(tokenizer: str, data_root: Path, datasets: list[str], out: Path, limit: int = 20_000) -> dict:

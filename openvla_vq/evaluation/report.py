@@ -6,7 +6,6 @@ import csv
 import dataclasses
 import hashlib
 import importlib.metadata
-import io
 import json
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 
 from openvla_vq.evaluation import protocol
 from openvla_vq.evaluation.records import read_records
-from openvla_vq.io import atomic_file, write_json
+from openvla_vq.io import atomic_file, save_figure, write_json
 
 PACKAGES = ("openvla-vq", "torch", "transformers", "timm", "peft", "accelerate", "tensorflow-cpu", "hf-libero",
             "robosuite", "mujoco")
@@ -100,12 +99,7 @@ def plot_success(path: Path, bars: dict[str, dict], title: str) -> None:
     ax.set_ylim(0, 1)
     ax.set_ylabel("success rate (Wilson 95%)")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    with atomic_file(path, "wb") as f:
-        f.write(buffer.getvalue())
+    save_figure(fig, path, dpi=120)
 
 
 def _version(package: str) -> str | None:
