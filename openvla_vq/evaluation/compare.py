@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from openvla_vq.evaluation.report import plot_success
-from openvla_vq.io import atomic_file, write_json
+from openvla_vq.io import atomic_file, save_figure, write_json
 
 
 def compare(runs: list[Path], out: Path) -> str:
@@ -34,8 +33,30 @@ def compare(runs: list[Path], out: Path) -> str:
     write_json(out / "compare.json", rows)
     with atomic_file(out / "compare.md") as f:
         f.write(table + "\n")
-    plot_success(out / "compare.png", {f"{x['run']} ({x['tokenizer']})": x for x in rows}, title="LIBERO-90 success by run")
+    plot_comparison(out / "compare.png", rows)
     return table
+
+
+def plot_comparison(path: Path, rows: list[dict]) -> None:
+    """Two panels: success with Wilson 95% intervals, and policy actions/s (tokens per action in the labels)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = [f"{x['run']}\n{x['tokens_per_action']:.2f} tok/action" for x in rows]
+    rates = np.array([x["success_rate"] for x in rows])
+    err = [rates - np.array([x["wilson95"][0] for x in rows]), np.array([x["wilson95"][1] for x in rows]) - rates]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(2.4 * len(rows) + 3, 3.4))
+    left.bar(range(len(rows)), rates, yerr=err, capsize=4, color="tab:blue")
+    left.set_ylim(0, 1)
+    left.set_ylabel("LIBERO-90 success (Wilson 95%)")
+    right.bar(range(len(rows)), [x["actions_per_s"] for x in rows], color="tab:orange")
+    right.set_ylabel("policy actions / s")
+    for ax in (left, right):
+        ax.set_xticks(range(len(rows)), names, fontsize=7)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> None:
