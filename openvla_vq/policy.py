@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from openvla_vq.action_tokenizers import ActionTokenizer, ActionTokenizerError
+from openvla_vq.action_tokenizers import ActionTokenizer, ActionTokenizerError, load_action_tokenizer
 from openvla_vq.data.normalization import unnormalize_actions
 from openvla_vq.model.config import VLAConfig
 from openvla_vq.model.prismatic import PrismaticVLA
@@ -33,6 +33,12 @@ def check_tokenizer_fits_model(action_tokenizer: ActionTokenizer, config: VLACon
     special = sorted(set(special_ids) & set(ids.flatten().tolist()))
     if special:
         raise ActionTokenizerError(f"action tokenizer {action_tokenizer.name!r} ids {special[:5]} are special tokens of the LLM tokenizer")
+
+
+def read_statistics(folder: Path, model: PrismaticVLA) -> dict | None:
+    """The folder's dataset_statistics.json, else the statistics stored in the model config (OpenVLA's norm_stats)."""
+    path = folder / "dataset_statistics.json"
+    return json.loads(path.read_text()) if path.is_file() else model.config.norm_stats
 
 
 class VLAPolicy:
@@ -67,9 +73,8 @@ class VLAPolicy:
 
         folder = Path(folder)
         model = PrismaticVLA.from_pretrained(folder, dtype=dtype, device=device)
-        stats_file = folder / "dataset_statistics.json"
-        stats = json.loads(stats_file.read_text()) if stats_file.is_file() else model.config.norm_stats
-        return cls(model, AutoTokenizer.from_pretrained(str(folder)), action_tokenizer.to(device), stats, unnorm_key)
+        return cls(model, AutoTokenizer.from_pretrained(str(folder)), action_tokenizer.to(device),
+                   read_statistics(folder, model), unnorm_key)
 
     @torch.no_grad()
     def predict_ids(self, images, instructions: list[str]) -> torch.Tensor:
@@ -110,12 +115,9 @@ def load_policy(checkpoint: str | Path, tokenizer: str | None = None, device: st
     spec = tokenizer or reference.get("spec") or reference.get("name")
     if spec is None:
         raise ActionTokenizerError(f"{folder} does not say which action tokenizer it was trained with: pass --tokenizer NAME")
-    from openvla_vq.action_tokenizers import load_action_tokenizer
-
     action_tokenizer = load_action_tokenizer(spec).for_vocab(model.config.base_vocab_size)
     if reference.get("fingerprint") and reference["fingerprint"] != action_tokenizer.fingerprint():
         raise ActionTokenizerError(f"{folder} was trained with tokenizer {reference.get('name')!r} but {spec!r} has different weights")
-    stats_file = folder / "dataset_statistics.json"
-    stats = json.loads(stats_file.read_text()) if stats_file.is_file() else model.config.norm_stats
-    policy = VLAPolicy(model, AutoTokenizer.from_pretrained(str(text_folder)), action_tokenizer.to(device), stats, unnorm_key)
+    policy = VLAPolicy(model, AutoTokenizer.from_pretrained(str(text_folder)), action_tokenizer.to(device),
+                       read_statistics(folder, model), unnorm_key)
     return policy, {"tokenizer": spec, "image_aug": run_config.get("image_aug", True), "run_config": run_config}

@@ -52,7 +52,4 @@ def collate(examples: list[dict], pad_token_id: int, max_length: int) -> dict[st
         labels[i, :n] = e["labels"][:n]
     batch = {"input_ids": input_ids, "labels": labels, "attention_mask": (input_ids != pad_token_id).long(),
              "pixel_values": torch.stack([e["pixel_values"] for e in examples])}
-    for key in examples[0]:
-        if key not in batch and isinstance(examples[0][key], torch.Tensor):
-            batch[key] = torch.stack([e[key] for e in examples])
     return batch

@@ -20,11 +20,13 @@ from accelerate.utils import DistributedType, set_seed
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 from tqdm import tqdm
+from transformers import AutoTokenizer
 
 from openvla_vq.action_tokenizers import ActionTokenizer, ActionTokenizerError, load_action_tokenizer
 from openvla_vq.data.collator import ActionChunkCollator
 from openvla_vq.data.rlds_dataset import RLDSChunkDataset, dataset_statistics, find_builder
 from openvla_vq.data.specs import dataset_spec
+from openvla_vq.io import write_json
 from openvla_vq.model import ImageProcessor, PrismaticVLA, VLAConfig
 from openvla_vq.policy import check_tokenizer_fits_model
 from openvla_vq.training.checkpoint import latest_checkpoint, load_training_state, save_checkpoint, set_rng_state
@@ -40,6 +42,7 @@ class PreflightError(RuntimeError):
 @dataclass
 class Inputs:
     tokenizer: ActionTokenizer
+    text_tokenizer: object
     model_config: VLAConfig
     statistics: dict
     run_dir: Path
@@ -59,8 +62,8 @@ def preflight(cfg: FinetuneConfig) -> Inputs:
     try:
         model_config = VLAConfig.from_folder(vla)
         tokenizer = tokenizer.for_vocab(model_config.base_vocab_size)
-        specials = _special_ids(vla)
-        check_tokenizer_fits_model(tokenizer, model_config, specials)
+        text_tokenizer = AutoTokenizer.from_pretrained(str(vla))
+        check_tokenizer_fits_model(tokenizer, model_config, text_tokenizer.all_special_ids)
         builder = find_builder(cfg.data_root_dir, cfg.dataset_name)
         spec = dataset_spec(cfg.dataset_name)
     except (ActionTokenizerError, FileNotFoundError, KeyError, ValueError) as e:
@@ -86,13 +89,7 @@ def preflight(cfg: FinetuneConfig) -> Inputs:
         if saved["fingerprint"] != tokenizer.fingerprint():
             raise PreflightError(f"{resume_from} was trained with tokenizer {saved['name']!r} (different weights); "
                                  f"resume with the same --tokenizer")
-    return Inputs(tokenizer, model_config, statistics, run_dir, resume_from if cfg.resume else None)
-
-
-def _special_ids(vla: Path) -> list[int]:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(vla)).all_special_ids
+    return Inputs(tokenizer, text_tokenizer, model_config, statistics, run_dir, resume_from if cfg.resume else None)
 
 
 def _params_digest(model: torch.nn.Module) -> str:
@@ -105,8 +102,6 @@ def _params_digest(model: torch.nn.Module) -> str:
 
 def finetune(cfg: FinetuneConfig) -> Path:
     """Train; returns the run directory. Raises PreflightError before any step when inputs are wrong."""
-    from transformers import AutoTokenizer
-
     inputs = preflight(cfg)
     cuda = torch.cuda.is_available()
     log_with = ["tensorboard"] + (["wandb"] if cfg.wandb_project else [])
@@ -116,7 +111,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
                               project_dir=str(inputs.run_dir))
     set_seed(cfg.seed)
     tokenizer = inputs.tokenizer.to(accelerator.device)
-    text_tokenizer = AutoTokenizer.from_pretrained(cfg.vla_path)
+    text_tokenizer = inputs.text_tokenizer
     model = PrismaticVLA.from_pretrained(cfg.vla_path, dtype=torch.bfloat16 if cuda else torch.float32)
     if cfg.gradient_checkpointing:
         model.language_model.gradient_checkpointing_enable()
@@ -151,8 +146,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     tokenizer_ref = {"name": tokenizer.name, "spec": cfg.tokenizer, "fingerprint": tokenizer.fingerprint()}
     if accelerator.is_main_process:
         accelerator.init_trackers(cfg.wandb_project or "openvla-vq", config=json.loads(json.dumps(vars(cfg), default=str)))
-        inputs.run_dir.mkdir(parents=True, exist_ok=True)
-        (inputs.run_dir / "dataset_statistics.json").write_text(json.dumps(statistics, indent=2))
+        write_json(inputs.run_dir / "dataset_statistics.json", statistics)
 
     unwrapped = accelerator.unwrap_model(model)
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_main_process, desc="finetune")
