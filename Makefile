@@ -32,7 +32,7 @@ help:
 	@echo "make eval-libero90     CHECKPOINT=... [TASKS=all] [TRIALS=50] [PROCS=1] [EVAL_OUT=...]: LIBERO-90, OpenVLA protocol"
 	@echo "make compare           RUNS=eval_runs/a,eval_runs/b: success, actions/s, tokens per action side by side"
 	@echo "make bench-eval        env steps/s of the harness next to a naive OpenVLA-style loop"
-	@echo "make synth-maniskill   N=200: ManiSkill3 motion-planning trajectories -> RLDS (maniskill_synth, maniskill_heldout)"
+	@echo "make synth-maniskill   N=200: that many successful ManiSkill3 motion-planning trajectories -> RLDS (maniskill_synth, maniskill_heldout)"
 	@echo "make train-tokenizer-m train the shipped vq_m on those trajectories (tokenizers/train.py)"
 	@echo "make tokenizer-report  [TOKENIZER=vq_m]: held-out quality report next to binning -> reports/<name>/"
 

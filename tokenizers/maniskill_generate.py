@@ -4,10 +4,12 @@ Run by path with the ManiSkill venv's python (numpy<2, lavapipe Vulkan), see tok
 
     .venv-maniskill/bin/python tokenizers/maniskill_generate.py --out data/maniskill --num 200 --procs 2
 
-Attempt i (of --num, round-robin over the tasks) is task i % n_tasks with seed `seed0 + i`; process p runs
-the attempts i = p, p + P, ... (disjoint seeds).
-Each successful solution is saved as <out>/episodes/<task>/<seed>.npz (atomically; existing files are skipped,
-so a rerun resumes). Failed plans are counted, not saved.
+--num is the number of successful trajectories wanted, split evenly over the tasks and the processes.
+Attempt j of task k uses seed `seed0 + j * n_tasks + k`; process p runs the attempts j = p, p + P, ... (disjoint
+seeds) until it has its share, or gives up after --max_attempts_factor times its share (some tasks' planners fail
+on some seeds: PlugCharger about 45% of the time). Each successful solution is saved as
+<out>/episodes/<task>/<seed>.npz, each failed seed as <seed>.failed (both atomically), so a rerun resumes and a
+larger --num extends an existing set.
 
 Conversion, matching the LIBERO/OXE convention of 7-D delta end-effector actions:
   * frame: the robot base frame (x forward, y left, z up), from the Panda's kinematic model;
@@ -113,29 +115,38 @@ def convert(env, recorder: Recorder) -> np.ndarray:
     return ee_deltas(np.stack(recorder.joints), commands[:, :7], commands[:, 7], kinematics, tcp)
 
 
+def share(total: int, parts: int, index: int) -> int:
+    """Part `index` of `total` split into `parts` near-equal integers."""
+    return total // parts + (1 if index < total % parts else 0)
+
+
 def worker(args, proc: int) -> dict:
-    counts = {task: {"saved": 0, "failed_plans": 0} for task in args.tasks}
-    envs = {}
-    for i in range(proc, args.num, args.procs):
-        task, seed = args.tasks[i % len(args.tasks)], args.seed0 + i
+    counts = {}
+    for k, task in enumerate(args.tasks):
+        wanted = share(share(args.num, len(args.tasks), k), args.procs, proc)
         folder = Path(args.out) / "episodes" / task
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{seed:06d}.npz"
-        if path.is_file():
-            counts[task]["saved"] += 1
-            continue
-        env = envs.setdefault(task, make_env(task))
-        result, recorder = solve(task, env, seed)
-        if result is None:
-            counts[task]["failed_plans"] += 1
-            continue
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, actions=convert(env, recorder), task=task, seed=seed)
-        os.replace(tmp, path)
-        counts[task]["saved"] += 1
-    for env in envs.values():
-        env.close()
+        saved = failed = 0
+        env = None
+        for j in range(proc, args.procs * args.max_attempts_factor * max(wanted, 1), args.procs):
+            if saved == wanted:
+                break
+            seed = args.seed0 + j * len(args.tasks) + k
+            path, marker = folder / f"{seed:06d}.npz", folder / f"{seed:06d}.failed"
+            if path.is_file() or marker.is_file():
+                saved, failed = saved + path.is_file(), failed + marker.is_file()
+                continue
+            env = env or make_env(task)
+            result, recorder = solve(task, env, seed)
+            fd, tmp = tempfile.mkstemp(dir=folder)
+            with os.fdopen(fd, "wb") as f:
+                if result is not None:
+                    np.savez_compressed(f, actions=convert(env, recorder), task=task, seed=seed)
+            os.replace(tmp, path if result is not None else marker)
+            saved, failed = saved + (result is not None), failed + (result is None)
+        if env is not None:
+            env.close()
+        counts[task] = {"wanted": wanted, "saved": saved, "failed_plans": failed}
     return counts
 
 
@@ -180,7 +191,8 @@ def replay_check(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="data/maniskill")
-    parser.add_argument("--num", type=int, default=200, help="trajectory attempts in all, round-robin over the tasks")
+    parser.add_argument("--num", type=int, default=200, help="successful trajectories wanted, split evenly over the tasks")
+    parser.add_argument("--max_attempts_factor", type=int, default=4, help="attempts per task at most, times its share")
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--procs", type=int, default=2)
     parser.add_argument("--seed0", type=int, default=0)
@@ -189,8 +201,9 @@ def main() -> None:
     args.tasks = args.tasks.split(",")
     with mp.get_context("spawn").Pool(args.procs) as pool:
         per_proc = pool.starmap(worker, [(args, p) for p in range(args.procs)])
-    summary = {task: {k: sum(c[task][k] for c in per_proc) for k in ("saved", "failed_plans")} for task in args.tasks}
-    summary["total"] = {"attempts": args.num, "saved": sum(summary[t]["saved"] for t in args.tasks)}
+    summary = {task: {k: sum(c[task][k] for c in per_proc) for k in ("wanted", "saved", "failed_plans")}
+               for task in args.tasks}
+    summary["total"] = {k: sum(summary[t][k] for t in args.tasks) for k in ("wanted", "saved", "failed_plans")}
     if args.check:
         summary["replay_check"] = replay_check(args)
     Path(args.out).mkdir(parents=True, exist_ok=True)

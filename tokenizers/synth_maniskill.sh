@@ -6,7 +6,8 @@
 #   3. tokenizers/maniskill_generate.py: motion-planning solutions, 2 processes, disjoint seeds, FK conversion to
 #      7-D end-effector deltas, a replay check against ManiSkill's own pd_ee_delta_pose converter;
 #   4. the main venv writes the RLDS datasets maniskill_synth and maniskill_heldout under $DATA.
-# Every step is skipped when its result already exists; generation resumes per trajectory.
+# N counts successful trajectories (split evenly over the 6 tasks). Every step is skipped when its result already
+# exists; generation resumes per trajectory, and a larger N extends an existing set (the RLDS sets are rebuilt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-200}

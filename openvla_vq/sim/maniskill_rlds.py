@@ -10,12 +10,15 @@ tokenizer trained on the first can be measured on a trajectory source it never s
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from openvla_vq.data.rlds_writer import write_rlds
 from openvla_vq.data.tf_env import tfds
+
+VERSION = "1.0.0"
 
 
 def action_features():
@@ -50,8 +53,20 @@ def convert(episodes: Path, out: Path, heldout: str) -> dict[str, Path]:
 
     groups = {"maniskill_synth": [f for f in files if f.parent.name != heldout],
               "maniskill_heldout": [f for f in files if f.parent.name == heldout]}
-    return {name: write_rlds(out, name, load(sel), features=action_features(), description=__doc__)
-            for name, sel in groups.items() if sel}
+    written = {}
+    for name, selected in groups.items():
+        if selected:
+            drop_if_stale(out / name / VERSION, len(selected))
+            written[name] = write_rlds(out, name, load(selected), features=action_features(), version=VERSION,
+                                       description=__doc__)
+    return written
+
+
+def drop_if_stale(folder: Path, episodes: int) -> None:
+    """tfds keeps an existing dataset as is; one built from a different number of trajectories is removed first."""
+    if (folder / "dataset_info.json").is_file():
+        if tfds.builder_from_directory(str(folder)).info.splits["train"].num_examples != episodes:
+            shutil.rmtree(folder)
 
 
 def main(argv: list[str] | None = None) -> None:
