@@ -77,10 +77,10 @@ bench-eval: $(STAMP)
 synth-maniskill: $(STAMP)
 	N=$(N) DATA=$(DATA) bash tokenizers/synth_maniskill.sh
 
-# the shipped default tokenizer (tokenizers/vq_m/): ManiSkill3 data only, 6.5 MB, ~25 min on 2 CPU cores
+# the shipped default tokenizer (tokenizers/vq_m/): ManiSkill3 data only (N=4800), 6.5 MB, ~40 min on 2 CPU cores
 train-tokenizer-m: $(STAMP)
 	$(VENV)/bin/accelerate launch --num_processes 1 --mixed_precision no --dynamo_backend no tokenizers/train.py \
-		--mixture m --data_root_dir $(DATA) --name vq_m --steps_per_stage 6000 --save_steps 500 --batch_size 256 \
+		--mixture m --data_root_dir $(DATA) --name vq_m --steps_per_stage 8000 --save_steps 500 --batch_size 256 \
 		--shuffle_buffer_size 20000 --block_out_channels "[32,32,64,64]" --layers_per_block 2 --norm_groups 8 \
 		--latent_dim 64 --learning_rate 3e-4 --min_learning_rate 1e-5 --codebook_update ema --ema_decay 0.8
 

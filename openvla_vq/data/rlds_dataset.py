@@ -59,18 +59,18 @@ def split_for(builder, split: str) -> str:
     raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
 
 
-def _episodes(builder, spec: DatasetSpec, split: str, shuffle_files: bool, seed: int = 0):
-    skip = {k: tfds.decode.SkipDecoding() for k in (spec.image_key, spec.wrist_image_key) if k}
+def _episodes(builder, split: str, shuffle_files: bool, seed: int = 0):
+    """Episodes with `steps` as one dict of per-step tensors stacked over time, images still encoded.
+
+    Skipping tfds's decoding of `steps` reads the stored sequence tensors directly instead of building a nested
+    per-step dataset per episode (about 600x faster: 200 action-only episodes in 0.1 s instead of 66 s); images
+    stay JPEG strings until a training sample needs one.
+    """
     shuffle_files = shuffle_files and not builder.info.disable_shuffling  # ordered datasets refuse file shuffling
     # a seeded file order keeps the stream reproducible (exact resume) for datasets stored in many files
     return builder.as_dataset(split=split_for(builder, split), shuffle_files=shuffle_files,
                               read_config=tfds.ReadConfig(shuffle_seed=seed),
-                              decoders={"steps": {"observation": skip}} if skip else None)
-
-
-def _whole_episode(episode, select) -> dict:
-    """All steps of an episode, each field stacked over time (the nested steps dataset, materialised)."""
-    return episode["steps"].map(select).batch(1 << 20).get_single_element()
+                              decoders={"steps": tfds.decode.SkipDecoding()})
 
 
 def dataset_statistics(builder, name: str, spec: DatasetSpec | None = None) -> dict:
@@ -87,7 +87,7 @@ def dataset_statistics(builder, name: str, spec: DatasetSpec | None = None) -> d
     actions, states = [], []
     select = (lambda s: {"action": s["action"], "state": s["observation"][spec.state_key]}) if spec.state_key \
         else (lambda s: {"action": s["action"]})
-    episodes = _episodes(builder, spec, "all", shuffle_files=False).map(lambda e: _whole_episode(e, select))
+    episodes = _episodes(builder, "all", shuffle_files=False).map(lambda e: select(e["steps"]))
     for traj in episodes.as_numpy_iterator():
         actions.append(spec.action_transform(traj["action"]))
         if spec.state_key:
@@ -141,17 +141,17 @@ class RLDSChunkDataset(torch.utils.data.IterableDataset):
     def _frames(self, index: int):
         """One dataset's frames: K-step chunks (indices clamped at the episode end) plus what else is needed."""
         spec, k, load_images = self.specs[index], self.chunk_len, self.load_images
-        episodes = _episodes(self.builders[index], spec, self.split, shuffle_files=self.train, seed=self.seed)
+        episodes = _episodes(self.builders[index], self.split, shuffle_files=self.train, seed=self.seed)
         episodes = episodes.shard(self.num_processes, self.process_index)
 
-        def select(step):
-            out = {"action": step["action"]}
+        def select(steps):
+            out = {"action": steps["action"]}
             if load_images:
-                out.update(image=step["observation"][spec.image_key], instruction=step["language_instruction"])
+                out.update(image=steps["observation"][spec.image_key], instruction=steps["language_instruction"])
             return out
 
         def trajectory(episode):
-            traj = _whole_episode(episode, select)
+            traj = select(episode["steps"])
             n = tf.shape(traj["action"])[0]
             wanted = tf.range(n)[:, None] + tf.range(k)[None, :]  # [T, K]
             out = {"actions": tf.gather(traj["action"], tf.minimum(wanted, n - 1)), "past_end": wanted > n - 1,

@@ -42,7 +42,9 @@ def action_episode(actions: np.ndarray, instruction: str, file_path: str) -> dic
 
 
 def convert(episodes: Path, out: Path, heldout: str) -> dict[str, Path]:
-    files = sorted(episodes.glob("episodes/*/*.npz"))
+    # ordered by seed, which interleaves the task families (seed = j * n_tasks + task index), so the last 5% of
+    # episodes (the reader's `val` split) hold every family rather than the alphabetically last one
+    files = sorted(episodes.glob("episodes/*/*.npz"), key=lambda f: (int(f.stem), f.parent.name))
     if not files:
         raise FileNotFoundError(f"no trajectories under {episodes}/episodes: run tokenizers/synth_maniskill.sh first")
 
