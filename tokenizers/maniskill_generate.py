@@ -136,7 +136,8 @@ def worker(args, proc: int) -> dict:
             if path.is_file() or marker.is_file():
                 saved, failed = saved + path.is_file(), failed + marker.is_file()
                 continue
-            env = env or make_env(task)
+            if env is None:
+                env = make_env(task)
             result, recorder = solve(task, env, seed)
             fd, tmp = tempfile.mkstemp(dir=folder)
             with os.fdopen(fd, "wb") as f:
