@@ -1,6 +1,7 @@
 """`make demo`: tokenizer -> fine-tune -> LIBERO rollout -> comparison, end to end, offline on CPU.
 
-Stages (each recorded in demo_out/stages/<stage>.json when done, so a rerun reuses it):
+Stages (each recorded in demo_out/stages/<stage>.json when done, so a rerun reuses it; a tokenizer whose weights
+changed since, e.g. a retrained vq_m, has its fine-tuning, evaluation and offline L1 redone):
   1. a tiny random VLA in OpenVLA's checkpoint layout (random-init backbone: it cannot solve tasks);
   2. the scripted LIBERO-format dataset, rendered in the LIBERO-90 simulator (asset-pack tasks 38, 39, 86-89);
   3. LoRA fine-tuning twice through finetune/lora.py: --tokenizer binning and --tokenizer vq_m (shipped, trained
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -31,7 +33,8 @@ class Stages:
         self.folder = out / "stages"
         self.folder.mkdir(parents=True, exist_ok=True)
 
-    def run(self, name: str, fn) -> dict:
+    def run(self, name: str, fn, key: str | None = None) -> dict:
+        """fn() once; its result (plus wall time and `key`, what the stage was built from) is kept for reruns."""
         marker = self.folder / f"{name}.json"
         if marker.is_file():
             print(f"[demo] {name}: done earlier, reused", flush=True)
@@ -40,11 +43,22 @@ class Stages:
         start = time.perf_counter()
         result = fn() or {}
         result["wall_s"] = round(time.perf_counter() - start, 1)
+        result["key"] = key
         from openvla_vq.io import write_json
 
         write_json(marker, result)
         print(f"[demo] {name}: {result['wall_s']} s", flush=True)
         return result
+
+    def drop_if_changed(self, name: str, key: str, downstream: list[str], folders: list[Path]) -> None:
+        """A stage built from something else than `key` is forgotten with its downstream stages and output folders."""
+        marker = self.folder / f"{name}.json"
+        if marker.is_file() and json.loads(marker.read_text()).get("key") != key:
+            print(f"[demo] {name}: built from other inputs, redone with {', '.join(downstream)}", flush=True)
+            for stage in (name, *downstream):
+                (self.folder / f"{stage}.json").unlink(missing_ok=True)
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _run(cmd: list[str], env: dict | None = None) -> None:
@@ -109,7 +123,14 @@ def main(argv: list[str] | None = None) -> None:
 
     stages.run("1_tiny_vla", tiny_vla)
     stages.run("2_libero_data", libero_data)
-    runs = {tok: stages.run(f"3_finetune_{tok}", lambda tok=tok: finetune(tok)) for tok in TOKENIZERS}
+    from openvla_vq.action_tokenizers import load_action_tokenizer
+
+    fingerprints = {tok: load_action_tokenizer(tok).fingerprint() for tok in TOKENIZERS}
+    for tok in TOKENIZERS:
+        stages.drop_if_changed(f"3_finetune_{tok}", fingerprints[tok], [f"4_eval_{tok}", "5_offline_l1"],
+                               [out / "runs" / tok, out / "eval" / tok])
+    runs = {tok: stages.run(f"3_finetune_{tok}", lambda tok=tok: finetune(tok), key=fingerprints[tok])
+            for tok in TOKENIZERS}
     for tok in TOKENIZERS:
         stages.run(f"4_eval_{tok}", lambda tok=tok: evaluate(tok))
     offline = stages.run("5_offline_l1", lambda: {tok: offline_l1(Path(runs[tok]["checkpoint"]), data, "libero_90_scripted")
