@@ -63,7 +63,7 @@ def _episodes(builder, split: str, shuffle_files: bool, seed: int = 0):
     """Episodes with `steps` as one dict of per-step tensors stacked over time, images still encoded.
 
     Skipping tfds's decoding of `steps` reads the stored sequence tensors directly instead of building a nested
-    per-step dataset per episode (about 600x faster: 200 action-only episodes in 0.1 s instead of 66 s); images
+    per-step dataset per episode (200 action-only episodes: 0.14 s instead of 40 s on 2 CPU cores); images
     stay JPEG strings until a training sample needs one.
     """
     shuffle_files = shuffle_files and not builder.info.disable_shuffling  # ordered datasets refuse file shuffling
