@@ -17,6 +17,7 @@ CORE = [
     "timm==1.0.31",
     "draccus==0.11.6",
     "safetensors==0.8.0",
+    "huggingface_hub==2.4.0",  # sharded safetensors checkpoints (save_torch_state_dict)
     "sentencepiece==0.2.3",
     "numpy==2.4.6",
     "tqdm==4.70.1",

@@ -1,7 +1,8 @@
-"""Crash-safe writes: everything the project saves is written to a temporary sibling, then renamed.
+"""Crash-safe writes and checked loads.
 
-A reader therefore sees either the old complete file/folder or the new complete one, never a
-half-written one (POSIX rename is atomic within a filesystem).
+Everything the project saves is written to a temporary sibling, then renamed: a reader sees either the old
+complete file/folder or the new complete one, never a half-written one (POSIX rename is atomic within a
+filesystem). Weights read back are checked key by key and shape by shape against the model before loading.
 """
 
 from __future__ import annotations
@@ -84,3 +85,16 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> None:
     plt.close(fig)
     with atomic_file(path, "wb") as f:
         f.write(buffer.getvalue())
+
+
+def check_state_dict(model, tensors: dict, what: str, error: type[Exception]) -> None:
+    """Raise a one-line `error` naming missing/unexpected keys (first few) or the first shape mismatch."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in tensors]
+    extra = [k for k in tensors if k not in expected]
+    if missing or extra:
+        raise error(f"{what}: {len(missing)} missing keys {missing[:3]}, {len(extra)} unexpected keys {extra[:3]}")
+    wrong = [(k, list(v.shape), list(tensors[k].shape)) for k, v in expected.items() if tensors[k].shape != v.shape]
+    if wrong:
+        k, want, got = wrong[0]
+        raise error(f"{what}: shape mismatch at {k}: expected {want}, found {got} ({len(wrong)} mismatches)")

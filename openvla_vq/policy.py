@@ -103,11 +103,9 @@ def load_policy(checkpoint: str | Path, tokenizer: str | None = None, device: st
     folder = Path(checkpoint)
     run_config = json.loads((folder / "run_config.json").read_text()) if (folder / "run_config.json").is_file() else {}
     if (folder / "adapter").is_dir():
-        from peft import PeftModel
+        from openvla_vq.training.merge import merged_model
 
-        base = PrismaticVLA.from_pretrained(run_config["vla_path"], dtype=dtype, device=device)
-        model = PeftModel.from_pretrained(base, str(folder / "adapter")).merge_and_unload()
-        text_folder = run_config["vla_path"]
+        model, text_folder = merged_model(folder, run_config, dtype, device), run_config["vla_path"]
     else:
         model, text_folder = PrismaticVLA.from_pretrained(folder, dtype=dtype, device=device), folder
     ref_file = folder / "action_tokenizer.json"  # (tokenizer.json in a model folder is the text tokenizer)

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from openvla_vq.action_tokenizers.base import ActionTokenizerError
-from openvla_vq.action_tokenizers.vq import VQActionTokenizer, VQConfig, check_state_dict
+from openvla_vq.action_tokenizers.vq import VQActionTokenizer, VQConfig
+from openvla_vq.io import check_state_dict
 
 PREFIX = "vqvae."
 

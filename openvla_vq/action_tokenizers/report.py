@@ -92,7 +92,8 @@ def evaluate(tok: ActionTokenizer, binning: ActionTokenizer, chunks: np.ndarray)
             first = ids.reshape(len(chunks), chunks.shape[1], -1)[:, 0]
             entry["overlap_rate"] = overlap_rate(first[pairs], first[pairs + 1])
         result[label] = entry
-    result["decoded_first_episode"] = round_trip(tok, chunks[: _first_episode_length(chunks, pairs)])[0][:, 0].tolist()
+        if t is tok:
+            result["decoded_first_episode"] = decoded[: _first_episode_length(chunks, pairs), 0].tolist()
     return result
 
 

@@ -26,6 +26,7 @@ from openvla_vq.action_tokenizers.base import (
 )
 from openvla_vq.action_tokenizers.slots import SLOT_POLICIES, top_of_vocab_ids
 from openvla_vq.action_tokenizers.vq_network import PADDINGS, ActionVQVAE
+from openvla_vq.io import check_state_dict
 
 
 @dataclass
@@ -162,21 +163,6 @@ class VQActionTokenizer(ActionTokenizer):
         return tok
 
 
-def check_state_dict(
-    model: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str, error: type[ActionTokenizerError] = ActionTokenizerError
-) -> None:
-    """Raise a one-line `error` naming missing/unexpected keys (first few) or the first shape mismatch."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in tensors]
-    extra = [k for k in tensors if k not in expected]
-    if missing or extra:
-        raise error(f"{what}: {len(missing)} missing keys {missing[:3]}, {len(extra)} unexpected keys {extra[:3]}")
-    wrong = [(k, list(v.shape), list(tensors[k].shape)) for k, v in expected.items() if tensors[k].shape != v.shape]
-    if wrong:
-        k, want, got = wrong[0]
-        raise error(f"{what}: shape mismatch at {k}: expected {want}, found {got} ({len(wrong)} mismatches)")
-
-
 def load_state_checked(model: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str) -> None:
-    check_state_dict(model, tensors, f"{what}: tensors disagree with config.json")
+    check_state_dict(model, tensors, f"{what}: tensors disagree with config.json", ActionTokenizerError)
     model.load_state_dict(tensors, strict=True)

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import torch
 from accelerate import init_empty_weights
-from safetensors.torch import load_file, save_file
+from huggingface_hub import save_torch_state_dict
+from safetensors.torch import load_file
 from torch import nn
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-from openvla_vq.io import atomic_dir
+from openvla_vq.io import atomic_dir, check_state_dict
 from openvla_vq.model.config import VLAConfig
 from openvla_vq.model.vision import FusedVisionBackbone
 
@@ -52,9 +53,14 @@ class PrismaticVLA(nn.Module):
         return self.vision_backbone.num_patches
 
     # ---- forward ------------------------------------------------------------------------
+    def project_patches(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[B, 6, H, W] -> patch embeddings in the LLM's space [B, P, H] (on the model's device and dtype)."""
+        weight = self.projector.fc1.weight
+        return self.projector(self.vision_backbone(pixel_values.to(weight.device, weight.dtype)))
+
     def embed_multimodal(self, pixel_values: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """[BOS] + projected patches + the rest of input_ids, as embeddings [B, 1 + P + (L - 1), H]."""
-        patches = self.projector(self.vision_backbone(pixel_values.to(self.projector.fc1.weight.dtype)))
+        patches = self.project_patches(pixel_values)
         text = self.language_model.get_input_embeddings()(input_ids)
         return torch.cat([text[:, :1], patches.to(text.dtype), text[:, 1:]], dim=1)
 
@@ -81,7 +87,7 @@ class PrismaticVLA(nn.Module):
         allowed: BoolTensor [T, V] from the action tokenizer. Returns int64 ids [B, T].
         """
         device = self.projector.fc1.weight.device
-        patches = self.projector(self.vision_backbone(pixel_values.to(device, self.projector.fc1.weight.dtype)))
+        patches = self.project_patches(pixel_values)
         table = self.language_model.get_input_embeddings()
         rows = []
         for i, prompt in enumerate(prompts):
@@ -125,38 +131,16 @@ class PrismaticVLA(nn.Module):
         state = {}
         for shard in _shard_files(folder):
             state.update(load_file(str(shard), device=str(device)))
-        expected = model.state_dict()
-        missing = [k for k in expected if k not in state]
-        unexpected = [k for k in state if k not in expected]
-        if missing or unexpected:
-            raise ValueError(f"{folder}: checkpoint does not match the model: {len(missing)} missing keys "
-                             f"{missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}")
+        check_state_dict(model, state, f"{folder}: checkpoint does not match the model", ValueError)
         model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, strict=True, assign=True)
         return model.to(device)
 
     def save_pretrained(self, folder: str | Path, max_shard_bytes: int = 5 * 2**30) -> Path:
-        """Write config.json + safetensors (sharded with an index past max_shard_bytes), atomically."""
+        """Write config.json + safetensors (sharded with an index past max_shard_bytes, by huggingface_hub), atomically."""
         folder = Path(folder)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        shards, current, size = [], {}, 0
-        for k, v in state.items():
-            nbytes = v.numel() * v.element_size()
-            if current and size + nbytes > max_shard_bytes:
-                shards.append(current)
-                current, size = {}, 0
-            current[k], size = v, size + nbytes
-        shards.append(current)
         with atomic_dir(folder) as tmp:
             (tmp / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-            if len(shards) == 1:
-                save_file(shards[0], str(tmp / "model.safetensors"), metadata={"format": "pt"})
-            else:
-                weight_map = {}
-                for i, shard in enumerate(shards):
-                    name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-                    save_file(shard, str(tmp / name), metadata={"format": "pt"})
-                    weight_map.update({k: name for k in shard})
-                (tmp / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}, indent=2))
+            save_torch_state_dict(self.state_dict(), tmp, max_shard_size=max_shard_bytes, metadata={"format": "pt"})
         return folder
 
 

@@ -42,13 +42,14 @@ def eef_state(obs: dict) -> np.ndarray:
 
 
 def record_episode(env, task, init_state: np.ndarray, seed: int, max_steps: int) -> dict:
+    from openvla_vq.evaluation.protocol import NUM_STEPS_WAIT, WAIT_ACTION
     from openvla_vq.sim.libero_env import rotate180
     from openvla_vq.sim.scripted import ScriptedPolicy
 
     env.reset()
     obs = env.set_init_state(init_state)
-    for _ in range(10):  # settle, as in OpenVLA's eval; not recorded
-        obs, _, _, _ = env.step([0.0] * 6 + [-1.0])
+    for _ in range(NUM_STEPS_WAIT):  # settle, as in OpenVLA's eval; not recorded
+        obs, _, _, _ = env.step(list(WAIT_ACTION))
     policy = ScriptedPolicy(env, np.random.default_rng(seed))
     frames = {"images": [], "wrist_images": [], "states": [], "joint_states": [], "actions": []}
     done, steps, last_gripper = False, 0, None

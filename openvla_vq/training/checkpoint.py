@@ -63,10 +63,15 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, model, optimizer, sch
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(staging, folder)
-        with atomic_file(run_dir / "latest") as f:
-            f.write(folder.name + "\n")
+        mark_latest(run_dir, folder)
     accelerator.wait_for_everyone()
     return folder
+
+
+def mark_latest(run_dir: Path, folder: Path) -> None:
+    """Point runs/<run>/latest at a complete checkpoint folder (written after the folder is in place)."""
+    with atomic_file(run_dir / "latest") as f:
+        f.write(folder.name + "\n")
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

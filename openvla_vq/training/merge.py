@@ -17,17 +17,23 @@ from pathlib import Path
 import torch
 
 
-def merge(checkpoint: Path, out: Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Path:
+def merged_model(checkpoint: Path, run_config: dict, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """The run's base VLA (run_config["vla_path"]) with the checkpoint's LoRA adapter merged in."""
     from peft import PeftModel
+
+    from openvla_vq.model import PrismaticVLA
+
+    base = PrismaticVLA.from_pretrained(run_config["vla_path"], dtype=dtype, device=device)
+    return PeftModel.from_pretrained(base, str(checkpoint / "adapter")).merge_and_unload()
+
+
+def merge(checkpoint: Path, out: Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Path:
     from transformers import AutoTokenizer
 
     from openvla_vq.io import atomic_dir
-    from openvla_vq.model import PrismaticVLA
 
     run_config = json.loads((checkpoint / "run_config.json").read_text())
-    base = PrismaticVLA.from_pretrained(run_config["vla_path"], dtype=dtype, device=device)
-    merged = PeftModel.from_pretrained(base, str(checkpoint / "adapter")).merge_and_unload()
-    merged.save_pretrained(out)
+    merged_model(checkpoint, run_config, dtype, device).save_pretrained(out)
     with atomic_dir(out.parent / f".{out.name}.extras") as tmp:  # then moved in beside the weights
         AutoTokenizer.from_pretrained(run_config["vla_path"]).save_pretrained(str(tmp))
         for name in ("dataset_statistics.json", "action_tokenizer.json"):

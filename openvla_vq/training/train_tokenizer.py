@@ -26,8 +26,8 @@ from tqdm import tqdm
 from openvla_vq.action_tokenizers import VQActionTokenizer, VQConfig
 from openvla_vq.action_tokenizers.registry import tokenizers_dir
 from openvla_vq.data.rlds_dataset import RLDSChunkDataset
-from openvla_vq.io import atomic_dir, atomic_file
-from openvla_vq.training.checkpoint import rng_state, set_rng_state
+from openvla_vq.io import atomic_dir
+from openvla_vq.training.checkpoint import latest_checkpoint, load_training_state, mark_latest, rng_state, set_rng_state
 
 
 @dataclass
@@ -96,20 +96,20 @@ def check_stages(data_root: Path, mixture: str, stages: list[dict]) -> None:
 
 
 def _checkpoint(run_dir: Path, step: int, tokenizer: VQActionTokenizer, optimizer, scheduler, stage: int, position: int) -> None:
-    with atomic_dir(run_dir / "checkpoints" / f"step_{step:08d}") as tmp:
+    folder = run_dir / "checkpoints" / f"step_{step:08d}"
+    with atomic_dir(folder) as tmp:
         tokenizer.save(tmp / "tokenizer")
         torch.save({"step": step, "stage": stage, "position": position, "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "rng": rng_state()}, tmp / "training_state.pt")
-    with atomic_file(run_dir / "latest") as f:
-        f.write(f"step_{step:08d}\n")
+    mark_latest(run_dir, folder)
 
 
 def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     stages = mixture_stages(cfg.mixture)
     check_stages(cfg.data_root_dir, cfg.mixture, stages)
     run_dir = cfg.run_root_dir / cfg.tokenizer_name
-    latest = run_dir / "latest"
-    if cfg.resume != latest.is_file():
+    latest = latest_checkpoint(run_dir)
+    if cfg.resume != (latest is not None):
         raise TokenizerTrainingError(f"{run_dir}: " + ("no checkpoint to resume" if cfg.resume else
                                              "already has checkpoints; pass --resume true or another --name"))
     cuda = torch.cuda.is_available()
@@ -131,9 +131,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     step, stage_index, position = 0, 0, 0
     if cfg.resume:
-        folder = run_dir / "checkpoints" / latest.read_text().strip()
-        net.load_state_dict(load_file(str(folder / "tokenizer" / "model.safetensors")))
-        state = torch.load(folder / "training_state.pt", weights_only=True)
+        net.load_state_dict(load_file(str(latest / "tokenizer" / "model.safetensors")))
+        state = load_training_state(latest)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
