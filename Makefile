@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip install --isolated --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 
-LIBERO_ASSETS ?= ../shared/libero-test-assets/assets
+LIBERO_ASSETS ?= ../shared/libero90-assets/assets
 EPISODES      ?= 2
 DATA          ?= data/rlds
 CHECKPOINT    ?= runs/latest
@@ -18,7 +18,7 @@ EVAL_OUT      ?= eval_runs/$(notdir $(CHECKPOINT))
 
 N             ?= 200
 
-.PHONY: synth-maniskill train-tokenizer-m tokenizer-report
+.PHONY: synth-maniskill train-tokenizer-m tokenizer-report slot-report
 .PHONY: help setup test demo bench-tokenizers bench-inference bench-data bench-finetune bench-eval libero-data eval-libero90 compare clean
 
 help:
@@ -35,6 +35,7 @@ help:
 	@echo "make synth-maniskill   N=200: that many successful ManiSkill3 motion-planning trajectories -> RLDS (maniskill_synth, maniskill_heldout)"
 	@echo "make train-tokenizer-m train the shipped vq_m on those trajectories (tokenizers/train.py)"
 	@echo "make tokenizer-report  [TOKENIZER=vq_m]: held-out quality report next to binning -> reports/<name>/"
+	@echo "make slot-report       how often text uses the action-id slots (default vs least_used) -> reports/llama2-slots/"
 
 setup: $(STAMP)
 
@@ -85,7 +86,7 @@ train-tokenizer-m: $(STAMP)
 		--latent_dim 64 --learning_rate 3e-4 --min_learning_rate 1e-5 --codebook_update ema --ema_decay 0.8
 
 tokenizer-report: $(STAMP)
-	$(PY) -m openvla_vq.action_tokenizers.report --tokenizer $(or $(TOKENIZER),vq_m) --data_root_dir $(DATA) \
+	$(PY) -m openvla_vq.evaluation.tokenizer_report --tokenizer $(or $(TOKENIZER),vq_m) --data_root_dir $(DATA) \
 		--datasets maniskill_synth:val,maniskill_heldout:all,libero_90_scripted:all --out reports/$(or $(TOKENIZER),vq_m)
 
 libero-data: $(STAMP)
@@ -93,3 +94,6 @@ libero-data: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+slot-report: $(STAMP)
+	$(PY) -m openvla_vq.action_tokenizers.slot_report --tokenizer ../shared/llama2-tokenizer --out reports/llama2-slots

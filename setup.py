@@ -36,7 +36,7 @@ DATA = [
 # its declared dependencies drag in wandb, hydra, robomimic and two sdists that need cmake.
 LIBERO = [
     "robosuite==1.4.0",
-    "mujoco==3.8.1",  # 3.10+ breaks robosuite 1.4
+    "mujoco==3.3.2",  # the version of the published LIBERO numbers (newer renders darker floors: LIBERO #88, PR #140)
     "bddl==1.0.1",
     "future==1.0.0",  # bddl needs it without declaring it
     "easydict==1.14",

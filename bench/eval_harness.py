@@ -1,6 +1,6 @@
 """Env steps/s of the evaluation harness next to a naive OpenVLA-style loop, same machine, one run.
 
-    python bench/eval_harness.py --assets_dir ../shared/libero-test-assets/assets [--episodes 4] [--steps 200]
+    python bench/eval_harness.py --assets_dir ../shared/libero90-assets/assets [--episodes 4] [--steps 200]
 
 Both run the same tiny random policy (binning, one action per query) through eval/libero90's code on LIBERO-90
 task 86 of the asset pack:

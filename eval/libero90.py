@@ -6,14 +6,21 @@
 Rerunning the same command continues an interrupted evaluation.
 """
 
+import sys
+
 import draccus
 
-from openvla_vq.evaluation.libero90 import EvalConfig, run_eval
+from openvla_vq.action_tokenizers import ActionTokenizerError
+from openvla_vq.evaluation.libero90 import EvalConfig, EvalInputError, run_eval
+from openvla_vq.io import CheckpointError
 
 
 @draccus.wrap()
 def main(cfg: EvalConfig) -> None:
-    out = run_eval(cfg)
+    try:
+        out = run_eval(cfg)
+    except (EvalInputError, CheckpointError, ActionTokenizerError, FileNotFoundError) as e:  # bad input: one line
+        sys.exit(f"error: {e}")
     print(f"results: {out / 'results.json'}")
 
 

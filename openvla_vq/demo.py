@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo_out"))
     parser.add_argument("--data_root_dir", type=Path, default=Path("data/rlds"))
-    parser.add_argument("--assets_dir", default=str(REPO.parent / "shared" / "libero-test-assets" / "assets"))
+    parser.add_argument("--assets_dir", default=str(REPO.parent / "shared" / "libero90-assets" / "assets"))
     parser.add_argument("--episodes_per_task", type=int, default=2)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--eval_steps", type=int, default=80)

@@ -98,3 +98,18 @@ def check_state_dict(model, tensors: dict, what: str, error: type[Exception]) ->
     if wrong:
         k, want, got = wrong[0]
         raise error(f"{what}: shape mismatch at {k}: expected {want}, found {got} ({len(wrong)} mismatches)")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file or folder that cannot be loaded as it is (one line, names the file)."""
+
+
+def load_safetensors(path: Path, device: str = "cpu") -> dict:
+    """safetensors.torch.load_file with a one-line CheckpointError naming a truncated or corrupt file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it may be truncated: re-download or re-save it") from None

@@ -13,26 +13,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from openvla_vq.action_tokenizers import ActionTokenizer, ActionTokenizerError, load_action_tokenizer
+from openvla_vq.action_tokenizers import (
+    ActionTokenizer,
+    ActionTokenizerError,
+    load_action_tokenizer,
+)
 from openvla_vq.data.normalization import unnormalize_actions
-from openvla_vq.model.config import VLAConfig
 from openvla_vq.model.prismatic import PrismaticVLA
 from openvla_vq.model.prompt import prompt_ids
+from openvla_vq.model.text_tokenizer import (
+    check_tokenizer_fits_model,
+    load_text_tokenizer,
+)
 from openvla_vq.model.vision import ImageProcessor
-
-
-def check_tokenizer_fits_model(action_tokenizer: ActionTokenizer, config: VLAConfig, special_ids: list[int]) -> None:
-    """One-line errors when action ids fall outside the LLM's base vocabulary or on its special tokens."""
-    ids = action_tokenizer.id_table
-    base = config.base_vocab_size
-    if int(ids.max()) >= base or int(ids.min()) < 0:
-        raise ActionTokenizerError(
-            f"action tokenizer {action_tokenizer.name!r} uses ids [{int(ids.min())}, {int(ids.max())}] but the LLM's base "
-            f"vocabulary is [0, {base - 1}]; rebuild it with vocab_size={base}"
-        )
-    special = sorted(set(special_ids) & set(ids.flatten().tolist()))
-    if special:
-        raise ActionTokenizerError(f"action tokenizer {action_tokenizer.name!r} ids {special[:5]} are special tokens of the LLM tokenizer")
 
 
 def read_statistics(folder: Path, model: PrismaticVLA) -> dict | None:
@@ -69,11 +62,9 @@ class VLAPolicy:
     @classmethod
     def from_pretrained(cls, folder: str | Path, action_tokenizer: ActionTokenizer, unnorm_key: str | None = None,
                         dtype: torch.dtype = torch.float32, device: str = "cpu") -> "VLAPolicy":
-        from transformers import AutoTokenizer
-
         folder = Path(folder)
         model = PrismaticVLA.from_pretrained(folder, dtype=dtype, device=device)
-        return cls(model, AutoTokenizer.from_pretrained(str(folder)), action_tokenizer.to(device),
+        return cls(model, load_text_tokenizer(folder), action_tokenizer.to(device),
                    read_statistics(folder, model), unnorm_key)
 
     @torch.no_grad()
@@ -98,8 +89,6 @@ def load_policy(checkpoint: str | Path, tokenizer: str | None = None, device: st
     """A policy from a fine-tuning checkpoint (runs/<run>/checkpoints/step_N: base + adapter, merged in memory)
     or from a model folder (merged by training/merge.py, or OpenVLA's own). Returns (policy, info) where info
     holds the training settings the evaluation protocol depends on (image augmentation -> centre crop)."""
-    from transformers import AutoTokenizer
-
     folder = Path(checkpoint)
     run_config = json.loads((folder / "run_config.json").read_text()) if (folder / "run_config.json").is_file() else {}
     if (folder / "adapter").is_dir():
@@ -116,6 +105,6 @@ def load_policy(checkpoint: str | Path, tokenizer: str | None = None, device: st
     action_tokenizer = load_action_tokenizer(spec).for_vocab(model.config.base_vocab_size)
     if reference.get("fingerprint") and reference["fingerprint"] != action_tokenizer.fingerprint():
         raise ActionTokenizerError(f"{folder} was trained with tokenizer {reference.get('name')!r} but {spec!r} has different weights")
-    policy = VLAPolicy(model, AutoTokenizer.from_pretrained(str(text_folder)), action_tokenizer.to(device),
+    policy = VLAPolicy(model, load_text_tokenizer(text_folder), action_tokenizer.to(device),
                        read_statistics(folder, model), unnorm_key)
     return policy, {"tokenizer": spec, "image_aug": run_config.get("image_aug", True), "run_config": run_config}

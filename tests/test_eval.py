@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 from openvla_vq.evaluation.compare import compare
-from openvla_vq.evaluation.protocol import gripper_to_env, wilson_interval
+from openvla_vq.evaluation.report import wilson_interval
+from openvla_vq.sim.protocol import MUJOCO_VERSION, gripper_to_env, mujoco_version_warning
 from openvla_vq.evaluation.records import EpisodeLog, read_records
 from openvla_vq.model.tiny import write_tiny_checkpoint
 from vqvla_reference import SHARED
 
 REPO = Path(__file__).resolve().parents[1]
-ASSETS = SHARED / "libero-test-assets" / "assets"
+ASSETS = SHARED / "libero90-assets" / "assets"
 TASKS = [38, 39, 86, 87, 88, 89]
 
 
@@ -84,7 +85,67 @@ def test_two_process_smoke_eval_killed_and_resumed(tiny_policy_folder, tmp_path)
     assert results["missing_episodes"] == 0 and results["overall"]["episodes"] == len(TASKS)
     assert results["protocol"]["num_steps_wait"] == 10 and results["protocol"]["center_crop"] is True
     assert len(results["checkpoint_sha256"]) == 64 and results["packages"]["hf-libero"] == "0.1.4"
+    # the MuJoCo of the published LIBERO numbers is what setup.py pins, recorded, and no version warning printed
+    assert results["mujoco"] == {"installed": MUJOCO_VERSION, "published_libero_numbers": "3.3.2"}
+    assert "warning: MuJoCo" not in second.stderr
     assert len((out / "tasks.csv").read_text().splitlines()) == 1 + len(TASKS)
     assert (out / "success.png").stat().st_size > 1000 and list((out / "videos").glob("*.mp4"))
     table = compare([out, out], tmp_path / "compare")
     assert table.count("| eval | binning | 6 |") == 2 and (tmp_path / "compare" / "compare.png").is_file()
+
+
+def test_mujoco_version_warning_is_one_line(monkeypatch):
+    import importlib.metadata
+
+    assert mujoco_version_warning() is None  # the pinned version is installed
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "3.8.1" if name == "mujoco" else real(name))
+    line = mujoco_version_warning()
+    assert line.count("\n") == 0 and "3.8.1" in line and "mujoco==3.3.2" in line
+
+
+def test_environment_faults_end_episodes_and_the_run_goes_on(tiny_policy_folder, tmp_path):
+    """A task that raises in reset on every attempt and a worker that SIGKILLs itself: both episodes are recorded
+    once as failures with their error, a fresh worker takes over, and the other episodes run normally."""
+    out = tmp_path / "eval"
+    env = {**os.environ, "LIBERO_CONFIG_PATH": str(tmp_path / "libero_config"),
+           "OPENVLA_VQ_INJECT_FAULTS": "raise@87:0,kill@88:0"}
+    cmd = [sys.executable, str(REPO / "eval" / "libero90.py"), "--checkpoint", str(tiny_policy_folder), "--tasks", "86,87,88,89",
+           "--trials", "1", "--max_steps", "4", "--out_dir", str(out), "--assets_dir", str(ASSETS), "--videos_per_task", "0"]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = {(r["task"], r["trial"]): r for r in read_records(out / "episodes")}
+    assert sorted(records) == [(86, 0), (87, 0), (88, 0), (89, 0)] and len(read_records(out / "episodes")) == 4
+    assert "injected fault in reset of task 87" in records[(87, 0)]["error"] and not records[(87, 0)]["success"]
+    assert "env worker died (exit code -9)" in records[(88, 0)]["error"] and not records[(88, 0)]["success"]
+    assert "error" not in records[(86, 0)] and records[(89, 0)]["steps"] == 4, "episodes after the faults run normally"
+    results = json.loads((out / "results.json").read_text())
+    assert results["overall"]["episodes"] == 4 and results["overall"]["errors"] == 2
+    assert results["tasks"]["87"]["errors"] == 1 and results["tasks"]["86"]["errors"] == 0
+    assert done.stderr.count("episode ended by an environment fault") == 2
+
+
+def test_bad_eval_input_is_one_line_without_traceback(tiny_policy_folder, tmp_path):
+    import shutil
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(tiny_policy_folder, corrupt)
+    weights = corrupt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    not_checkpoint = tmp_path / "empty"
+    not_checkpoint.mkdir()
+    cases = {
+        "does not exist": ["--checkpoint", str(tmp_path / "nowhere")],
+        "is not a checkpoint": ["--checkpoint", str(not_checkpoint)],
+        "task indices run from 0 to 89": ["--checkpoint", str(tiny_policy_folder), "--tasks", "3,90"],
+        "fixed initial states; pass 1 to 50": ["--checkpoint", str(tiny_policy_folder), "--trials", "51"],
+        "has no scenes/": ["--checkpoint", str(tiny_policy_folder), "--assets_dir", str(tmp_path)],
+        "model.safetensors is not a readable safetensors file": ["--checkpoint", str(corrupt), "--assets_dir", str(ASSETS)],
+    }
+    env = {**os.environ, "LIBERO_CONFIG_PATH": str(tmp_path / "libero_config")}
+    for expected, cli in cases.items():
+        done = subprocess.run([sys.executable, str(REPO / "eval" / "libero90.py"), *cli, "--out_dir", str(tmp_path / "out")],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode != 0 and lines and lines[-1].startswith("error: ") and expected in lines[-1], (cli, done.stderr[-2000:])
+        assert "Traceback" not in done.stderr, (cli, done.stderr[-2000:])

@@ -51,17 +51,17 @@ def adapter(root: Path, run_id: str, step: int) -> dict:
 def fixed_batch_loss(root: Path, tokenizer_path: str, adapter_state: dict | None) -> float:
     """Loss of base (+ adapter) on the same held-out batch, computed outside the training script."""
     from peft import set_peft_model_state_dict
-    from transformers import AutoTokenizer
 
     from openvla_vq import load_action_tokenizer
     from openvla_vq.data.collator import ActionChunkCollator
+    from openvla_vq.model.text_tokenizer import load_text_tokenizer
     from openvla_vq.data.rlds_dataset import RLDSChunkDataset
     from openvla_vq.training.lora import add_lora
 
     model = PrismaticVLA.from_pretrained(root / "tiny-vla")
     tok = load_action_tokenizer(tokenizer_path).for_vocab(1600)
     samples = [s for _, s in zip(range(8), RLDSChunkDataset(root / "data", "libero_90_no_noops", chunk_len=tok.chunk_len, train=False))]
-    batch = ActionChunkCollator(AutoTokenizer.from_pretrained(str(root / "tiny-vla")), tok, ImageProcessor(model.vision_backbone),
+    batch = ActionChunkCollator(load_text_tokenizer(root / "tiny-vla"), tok, ImageProcessor(model.vision_backbone),
                                 1600, 1024)(samples)
     model = add_lora(model, 32, 0.0)
     if adapter_state is not None:

@@ -16,7 +16,7 @@ from PIL import Image
 from openvla_vq.data.rlds_dataset import RLDSChunkDataset
 from vqvla_reference import SHARED
 
-ASSETS = SHARED / "libero-test-assets" / "assets"
+ASSETS = SHARED / "libero90-assets" / "assets"
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +52,17 @@ def test_pipeline_reads_the_rendered_episodes(generated):
 
 
 def test_frames_are_rotated_like_libero_rlds(generated):
-    """The asset pack's preview was rendered independently (init state 0, no-op steps, rotated 180 degrees)."""
+    """The asset pack's contact sheet was rendered independently (init state 0, 10 no-op steps, rotated 180 degrees;
+    one 128 px tile per task, 10 per row, the task index printed in the tile's top-left corner, which is masked)."""
     out, _ = generated
-    preview = np.asarray(Image.open(SHARED / "libero-test-assets" / "preview_task86.png").convert("RGB"), np.float32)
+    sheet = Image.open(SHARED / "libero90-assets" / "contact_sheet.png").convert("RGB")
+    row, col = divmod(86, 10)
+    preview = np.asarray(sheet.crop((col * 128, row * 128, col * 128 + 128, row * 128 + 128)), np.float32)
     with np.load(out / ".episodes" / "libero_90_scripted" / "task86_ep00.npz") as z:
-        first = z["images"][0].astype(np.float32)
-    upright, flipped = np.abs(first - preview).mean(), np.abs(first[::-1, ::-1] - preview).mean()
+        first = np.asarray(Image.fromarray(z["images"][0]).resize((128, 128), Image.Resampling.BILINEAR), np.float32)
+    keep = np.ones((128, 128), bool)
+    keep[:32, :48] = False
+    upright, flipped = np.abs(first - preview)[keep].mean(), np.abs(first[::-1, ::-1] - preview)[keep].mean()
     assert upright < 10 and flipped > 3 * upright, (upright, flipped)
 
 

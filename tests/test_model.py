@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-from transformers import AutoTokenizer
 
 from openvla_vq.action_tokenizers import BinningActionTokenizer, BinningConfig, VQActionTokenizer, VQConfig
 from openvla_vq.model import IGNORE_INDEX, ImageProcessor, PrismaticVLA, VLAConfig, tiny_config
 from openvla_vq.model.prompt import collate, prompt_ids, training_example
+from openvla_vq.model.text_tokenizer import load_text_tokenizer
 from openvla_vq.model.tiny import write_tiny_checkpoint
 from openvla_vq.policy import VLAPolicy
 
@@ -25,7 +25,7 @@ def tiny_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def text_tokenizer(tiny_folder):
-    return AutoTokenizer.from_pretrained(str(tiny_folder))
+    return load_text_tokenizer(tiny_folder)
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +225,7 @@ def test_action_ids_follow_the_models_vocabulary(tiny_folder, text_tokenizer):
         VLAPolicy(model, text_tokenizer, explicit)
     big = [list(range(1000 + 256 * i, 1256 + 256 * i)) for i in range(4)]  # up to 2023 on a 1600-token vocabulary
     with pytest.raises(ActionTokenizerError, match="rebuild it with vocab_size=1600"):
-        from openvla_vq.policy import check_tokenizer_fits_model
+        from openvla_vq.model.text_tokenizer import check_tokenizer_fits_model
         check_tokenizer_fits_model(VQActionTokenizer(VQConfig(block_out_channels=[16] * 4, norm_groups=4, layers_per_block=1,
                                                                latent_dim=8, slot_policy="least_used", slot_ids=big)),
                                    model.config, text_tokenizer.all_special_ids)

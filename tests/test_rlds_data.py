@@ -108,10 +108,10 @@ def test_missing_dataset_and_unknown_spec_are_clear(data, tmp_path):
 @pytest.mark.parametrize("kind", ["binning", "vq"])
 def test_collator_builds_openvla_batches(data, kind):
     from openvla_vq.model.tiny import train_text_tokenizer
-    from transformers import AutoTokenizer
+    from openvla_vq.model.text_tokenizer import load_text_tokenizer
 
     root, _ = data
-    text = AutoTokenizer.from_pretrained(str(train_text_tokenizer(root / "tok", 1600)))
+    text = load_text_tokenizer(train_text_tokenizer(root / "tok", 1600))
     tok = BinningActionTokenizer(BinningConfig(vocab_size=1600)) if kind == "binning" else \
         VQActionTokenizer(VQConfig(block_out_channels=[16] * 4, norm_groups=4, layers_per_block=1, latent_dim=8, vocab_size=1600))
     ds = RLDSChunkDataset(root, "libero_90_no_noops", chunk_len=tok.chunk_len, train=False)

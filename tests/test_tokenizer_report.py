@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from openvla_vq.action_tokenizers import VQActionTokenizer, VQConfig
-from openvla_vq.action_tokenizers.report import adjacent_pairs, load_chunks, report
+from openvla_vq.evaluation.tokenizer_report import adjacent_pairs, load_chunks, report
 from openvla_vq.data.rlds_writer import write_rlds
 from openvla_vq.sim.maniskill_rlds import action_episode, action_features
 from test_train_tokenizer import smooth_actions

@@ -8,10 +8,17 @@ Messages (pickled over a socketpair):
     ("close",)
 Only the cameras asked for are rendered (default: agentview, the policy's camera); images are 256 px,
 rotated 180 degrees.
+
+Faults: an exception inside reset/step is sent back and raised by `recv` as `EnvFault` with its text; a worker
+that dies (segfault, SIGKILL, OOM) raises `EnvFault` too. The evaluation records that episode as a failure with
+the error and starts a fresh worker. For tests, $OPENVLA_VQ_INJECT_FAULTS="raise@T:N,kill@T:N" makes the worker
+raise (or SIGKILL itself) whenever it resets task T for trial N, on every attempt, as a deterministic fault would.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +27,21 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
-from openvla_vq.evaluation.protocol import ENV_SEED, RESOLUTION, WAIT_ACTION
+from openvla_vq.sim.protocol import ENV_SEED, RESOLUTION, WAIT_ACTION
+
+
+class EnvFault(RuntimeError):
+    """An episode cannot go on: its environment raised, or its worker process died."""
+
+
+def injected_faults() -> dict[tuple[int, int], str]:
+    spec = os.environ.get("OPENVLA_VQ_INJECT_FAULTS", "")
+    faults = {}
+    for item in filter(None, spec.split(",")):
+        kind, where = item.split("@")
+        task, trial = where.split(":")
+        faults[(int(task), int(trial))] = kind
+    return faults
 
 
 class EnvWorker:
@@ -38,9 +59,13 @@ class EnvWorker:
         self.conn.send(message)
 
     def recv(self):
-        reply = self.conn.recv()
+        try:
+            reply = self.conn.recv()
+        except (EOFError, OSError) as e:
+            code = self.process.wait(timeout=30)
+            raise EnvFault(f"env worker died (exit code {code}): {type(e).__name__}") from None
         if isinstance(reply, BaseException):
-            raise RuntimeError(f"env worker failed: {reply!r}")
+            raise EnvFault(str(reply))
         return reply
 
     def close(self) -> None:
@@ -49,12 +74,21 @@ class EnvWorker:
             self.process.wait(timeout=30)
         except Exception:
             self.process.kill()
+            self.process.wait()
+        self.conn.close()
 
 
 def serve(conn: Connection, assets_dir: str | None, cameras: tuple[str, ...] = ("agentview",)) -> None:
-    from openvla_vq.sim.libero_env import init_states, libero90_task, make_env, rotate180, setup_libero
+    from openvla_vq.sim.libero_env import (
+        init_states,
+        libero90_task,
+        make_env,
+        rotate180,
+        setup_libero,
+    )
 
     setup_libero(assets_dir or None)
+    faults = injected_faults()
     env, current, states = None, None, None
     while True:
         message = conn.recv()
@@ -65,6 +99,11 @@ def serve(conn: Connection, assets_dir: str | None, cameras: tuple[str, ...] = (
             start = time.perf_counter()
             if kind == "reset":
                 _, task_index, trial, wait_steps, record = message
+                fault = faults.get((task_index, trial))
+                if fault == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                elif fault == "raise":
+                    raise RuntimeError(f"injected fault in reset of task {task_index} trial {trial}")
                 if task_index != current:
                     if env is not None:
                         env.close()
@@ -89,7 +128,7 @@ def serve(conn: Connection, assets_dir: str | None, cameras: tuple[str, ...] = (
                     if done:
                         break
                 conn.send((rotate180(obs["agentview_image"]), bool(done), steps, time.perf_counter() - start, frames))
-        except Exception as e:  # reported to the parent, which stops with the message
+        except Exception as e:  # reported to the parent, which ends the episode as a failure with this text
             conn.send(RuntimeError(f"{type(e).__name__}: {e}"))
     if env is not None:
         env.close()

@@ -9,14 +9,15 @@ degrees, JPEG round trip, lanczos to 224, centre crop if the checkpoint was trai
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from openvla_vq.evaluation import protocol
 from openvla_vq.evaluation.records import EpisodeLog, read_records
+from openvla_vq.sim import protocol
 
 
 @dataclass
@@ -54,8 +55,36 @@ class Episode:
     frames: list = field(default_factory=list)
 
 
+class EvalInputError(ValueError):
+    """Bad evaluation input, reported as one line before any environment or model is built."""
+
+
 def task_list(spec: str) -> list[int]:
-    return list(range(protocol.NUM_TASKS)) if spec == "all" else [int(t) for t in str(spec).split(",")]
+    if str(spec) == "all":
+        return list(range(protocol.NUM_TASKS))
+    try:
+        tasks = [int(t) for t in str(spec).split(",")]
+    except ValueError:
+        raise EvalInputError(f"--tasks {spec!r}: pass 'all' or comma-separated LIBERO-90 task indices, e.g. 38,39,86") from None
+    outside = [t for t in tasks if not 0 <= t < protocol.NUM_TASKS]
+    if outside:
+        raise EvalInputError(f"--tasks {outside}: LIBERO-90 task indices run from 0 to {protocol.NUM_TASKS - 1}")
+    return tasks
+
+
+def check_inputs(cfg: EvalConfig) -> None:
+    """One-line errors for what would otherwise fail deep inside a run: checkpoint, tasks, trials."""
+    folder = Path(cfg.checkpoint)
+    if not folder.is_dir():
+        raise EvalInputError(f"--checkpoint {folder} does not exist: pass runs/<run>/checkpoints/step_N, a merged folder or an "
+                             f"OpenVLA folder")
+    if not (folder / "config.json").is_file() and not (folder / "adapter").is_dir():
+        raise EvalInputError(f"--checkpoint {folder} is not a checkpoint (no config.json, no adapter/): pass "
+                             f"runs/<run>/checkpoints/step_N, a merged folder or an OpenVLA folder")
+    task_list(cfg.tasks)
+    if not 1 <= cfg.trials <= protocol.TRIALS_PER_TASK:
+        raise EvalInputError(f"--trials {cfg.trials}: each LIBERO-90 task has {protocol.TRIALS_PER_TASK} fixed initial states; "
+                             f"pass 1 to {protocol.TRIALS_PER_TASK}")
 
 
 def run_eval(cfg: EvalConfig) -> Path:
@@ -63,13 +92,17 @@ def run_eval(cfg: EvalConfig) -> Path:
     from accelerate import PartialState
     from accelerate.utils import set_seed
 
-    from openvla_vq.evaluation.env_worker import EnvWorker
+    from openvla_vq.evaluation.env_worker import EnvFault, EnvWorker
     from openvla_vq.evaluation.preprocess import preprocess_image
     from openvla_vq.evaluation.report import save_video, write_report
     from openvla_vq.policy import load_policy
     from openvla_vq.sim.libero_env import libero90_task, setup_libero
 
+    check_inputs(cfg)
     state = PartialState(cpu=not torch.cuda.is_available())
+    warning = protocol.mujoco_version_warning()
+    if warning and state.is_main_process:
+        print(warning, file=sys.stderr)
     out = Path(cfg.out_dir)
     setup_libero(cfg.assets_dir)  # fails early, in every process, when no assets can be found
     set_seed(cfg.seed)
@@ -85,7 +118,33 @@ def run_eval(cfg: EvalConfig) -> Path:
     instructions = {t: libero90_task(t).language for t in {t for t, _ in mine}}
     log = EpisodeLog(out / "episodes", state.process_index)
     worker_log = open(out / f"env_workers.rank{state.process_index}.log", "ab")
-    workers = [EnvWorker(cfg.assets_dir, worker_log, cfg.cameras) for _ in range(min(cfg.envs_per_process, max(1, len(mine))))]
+
+    def new_worker() -> EnvWorker:
+        return EnvWorker(cfg.assets_dir, worker_log, cfg.cameras)
+
+    def finish(slot: int, error: str | None = None) -> None:
+        ep = active.pop(slot)
+        if ep.frames:
+            save_video(out / "videos" / f"task{ep.task:02d}_trial{ep.trial:02d}_{'success' if ep.done else 'failure'}.mp4", ep.frames)
+        record = {"task": ep.task, "trial": ep.trial, "instruction": ep.instruction, "success": ep.done and error is None,
+                  "steps": ep.steps, "queries": ep.queries, "policy_s": round(ep.policy_s, 4), "sim_s": round(ep.sim_s, 4),
+                  "rank": state.process_index}
+        if error is not None:  # OpenVLA counts an exception as a failed episode and goes on; we also say why
+            record["error"] = error
+            print(f"task {ep.task} trial {ep.trial}: episode ended by an environment fault: {error}", file=sys.stderr)
+        log.append(record)
+
+    def receive(slot: int):
+        """The worker's reply, or None after ending the episode as a failure and replacing the worker."""
+        try:
+            return workers[slot].recv()
+        except EnvFault as fault:
+            workers[slot].close()
+            workers[slot] = new_worker()
+            finish(slot, str(fault))
+            return None
+
+    workers = [new_worker() for _ in range(min(cfg.envs_per_process, max(1, len(mine))))]
     active: dict[int, Episode] = {}
     queue = list(mine)
     try:
@@ -98,8 +157,11 @@ def run_eval(cfg: EvalConfig) -> Path:
                     workers[slot].send("reset", task, trial, cfg.num_steps_wait, trial < cfg.videos_per_task)
                     fresh.append(slot)
             for slot in fresh:
-                image, sim_s, frames = workers[slot].recv()
-                active[slot].image, active[slot].sim_s, active[slot].frames = image, sim_s, frames
+                reply = receive(slot)
+                if reply is not None:
+                    active[slot].image, active[slot].sim_s, active[slot].frames = reply
+            if not active:
+                continue
             slots = sorted(active)
             start = time.perf_counter()
             images = [preprocess_image(active[s].image, crop=crop) for s in slots]
@@ -111,17 +173,15 @@ def run_eval(cfg: EvalConfig) -> Path:
                 n = min(per_query, cfg.max_steps - ep.steps)
                 workers[slot].send("step", actions[i, :n], ep.trial < cfg.videos_per_task)
             for slot in slots:
+                reply = receive(slot)
+                if reply is None:
+                    continue
                 ep = active[slot]
-                ep.image, ep.done, steps, sim_s, frames = workers[slot].recv()
+                ep.image, ep.done, steps, sim_s, frames = reply
                 ep.steps, ep.sim_s = ep.steps + steps, ep.sim_s + sim_s
                 ep.frames.extend(frames)
                 if ep.done or ep.steps >= cfg.max_steps:
-                    if ep.frames:
-                        save_video(out / "videos" / f"task{ep.task:02d}_trial{ep.trial:02d}_{'success' if ep.done else 'failure'}.mp4", ep.frames)
-                    log.append({"task": ep.task, "trial": ep.trial, "instruction": ep.instruction, "success": ep.done,
-                                "steps": ep.steps, "queries": ep.queries, "policy_s": round(ep.policy_s, 4),
-                                "sim_s": round(ep.sim_s, 4), "rank": state.process_index})
-                    del active[slot]
+                    finish(slot)
     finally:
         for worker in workers:
             worker.close()

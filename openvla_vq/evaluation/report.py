@@ -7,13 +7,14 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
-from openvla_vq.evaluation import protocol
 from openvla_vq.evaluation.records import read_records
 from openvla_vq.io import atomic_file, save_figure, write_json
+from openvla_vq.sim import protocol
 
 PACKAGES = ("openvla-vq", "torch", "transformers", "timm", "peft", "accelerate", "tensorflow-cpu", "hf-libero",
             "robosuite", "mujoco")
@@ -39,11 +40,22 @@ def checkpoint_hash(folder: Path) -> str:
     return h.hexdigest()
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion (well-behaved at 0 and n successes)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def summarize(records: list[dict]) -> dict:
     n, k = len(records), sum(r["success"] for r in records)
-    low, high = protocol.wilson_interval(k, n)
+    low, high = wilson_interval(k, n)
     policy_s = sum(r["policy_s"] for r in records)
     return {"episodes": n, "successes": k, "success_rate": k / n if n else 0.0, "wilson95": [low, high],
+            "errors": sum(1 for r in records if r.get("error")),  # failures caused by an environment fault, not the policy
             "actions_per_s": sum(r["steps"] for r in records) / policy_s if policy_s else 0.0,
             "queries_per_s": sum(r["queries"] for r in records) / policy_s if policy_s else 0.0}
 
@@ -68,6 +80,7 @@ def write_report(out: Path, cfg, wanted: list[tuple[int, int]], policy, info: di
                      "cameras": ["agentview"]},
         "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
         "packages": {p: _version(p) for p in PACKAGES},
+        "mujoco": {"installed": _version("mujoco"), "published_libero_numbers": protocol.MUJOCO_VERSION},
         "missing_episodes": len(wanted_set) - len(records),
         "overall": summarize(rows), "tasks": {str(t): v for t, v in per_task.items()},
     }

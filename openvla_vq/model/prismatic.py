@@ -14,11 +14,10 @@ from pathlib import Path
 import torch
 from accelerate import init_empty_weights
 from huggingface_hub import save_torch_state_dict
-from safetensors.torch import load_file
 from torch import nn
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-from openvla_vq.io import atomic_dir, check_state_dict
+from openvla_vq.io import CheckpointError, atomic_dir, check_state_dict, load_safetensors
 from openvla_vq.model.config import VLAConfig
 from openvla_vq.model.vision import FusedVisionBackbone
 
@@ -130,8 +129,8 @@ class PrismaticVLA(nn.Module):
             model = cls(config)
         state = {}
         for shard in _shard_files(folder):
-            state.update(load_file(str(shard), device=str(device)))
-        check_state_dict(model, state, f"{folder}: checkpoint does not match the model", ValueError)
+            state.update(load_safetensors(shard, device=str(device)))
+        check_state_dict(model, state, f"{folder}: checkpoint does not match the model", CheckpointError)
         model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, strict=True, assign=True)
         return model.to(device)
 

@@ -1,13 +1,15 @@
 """A tiny random VLA in OpenVLA's exact checkpoint layout, built offline (tests and the demo).
 
-The Llama-2 tokenizer cannot be downloaded here, so a SentencePiece BPE model is trained locally the
-way Llama's was (byte fallback, <unk>=0, <s>=1, </s>=2, "▁" word boundaries) with a small vocabulary,
-and saved with OpenVLA's added <PAD> token (id = base vocab size, like 32000 for Llama-2).
+Its text tokenizer is either the real Llama-2 tokenizer with OpenVLA's <PAD> = 32000 (`text_tokenizer=` a folder
+such as ../shared/llama2-tokenizer; the 32064-row vocabulary makes every step cost more), or, for fast tests, a
+SentencePiece BPE model trained locally the way Llama's was (byte fallback, <unk>=0, <s>=1, </s>=2, "▁" word
+boundaries) with a small vocabulary, saved with <PAD> = its base vocabulary size.
 """
 
 from __future__ import annotations
 
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -26,7 +28,7 @@ ROBOT_WORDS = (
 def train_text_tokenizer(folder: str | Path, vocab_size: int = 1600, seed: int = 0) -> Path:
     """Write tokenizer.model/tokenizer.json/tokenizer_config.json of a Llama-like tokenizer with <PAD> = vocab_size."""
     import sentencepiece as spm
-    from transformers import AutoTokenizer
+    from transformers import LlamaTokenizer
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -51,16 +53,27 @@ def train_text_tokenizer(folder: str | Path, vocab_size: int = 1600, seed: int =
         '{"tokenizer_class": "LlamaTokenizer", "add_bos_token": true, "add_eos_token": false, '
         '"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}\n'
     )
-    tok = AutoTokenizer.from_pretrained(str(folder))
+    tok = LlamaTokenizer.from_pretrained(str(folder))
     tok.add_special_tokens({"pad_token": "<PAD>"})
     tok.save_pretrained(str(folder))
     return folder
 
 
-def write_tiny_checkpoint(folder: str | Path, seed: int = 0, base_vocab_size: int = 1600) -> Path:
-    """A random-init tiny VLA + its tokenizer, saved in OpenVLA's folder layout."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def write_tiny_checkpoint(folder: str | Path, seed: int = 0, base_vocab_size: int = 1600,
+                          text_tokenizer: str | Path | None = None, **config_overrides) -> Path:
+    """A random-init tiny VLA + its tokenizer, saved in OpenVLA's folder layout.
+
+    text_tokenizer: a tokenizer folder to copy (e.g. the Llama-2 one; base_vocab_size must then be its 32000),
+    else a small one is trained here. config_overrides go to `tiny_config` (e.g. larger towers or LLM)."""
     torch.manual_seed(seed)
-    model = PrismaticVLA(tiny_config(base_vocab_size))
+    model = PrismaticVLA(tiny_config(base_vocab_size, **config_overrides))
     model.save_pretrained(folder)
-    train_text_tokenizer(folder, vocab_size=base_vocab_size, seed=seed)
+    if text_tokenizer is None:
+        train_text_tokenizer(folder, vocab_size=base_vocab_size, seed=seed)
+    else:
+        for name in TOKENIZER_FILES:
+            shutil.copy(Path(text_tokenizer) / name, Path(folder) / name)
     return Path(folder)

@@ -2,8 +2,10 @@
 
 hf-libero needs three things done before its first import: a pre-written config.yaml (otherwise it calls
 input() and dies in CI), an assets folder (it ignores config.yaml's and would download from a hub), and
-EGL rendering. `setup_libero` does all three. Assets come from the argument, else $LIBERO_ASSETS, else
-hf-libero's own copy/download; a clear error names all three when none works.
+EGL rendering. `setup_libero` does all three. Assets come from the argument, else $LIBERO_ASSETS, else the
+LIBERO-90 pack beside the repository (../shared/libero90-assets/assets: all 90 tasks build, some visuals are
+placeholders, so not for comparing with published numbers), else hf-libero's own copy/download; a clear error
+names them when none works.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 LIBERO_90 = "libero_90"
+SHARED_ASSETS = Path(__file__).resolve().parents[3] / "shared" / "libero90-assets" / "assets"
 _assets: Path | None = None
 
 
@@ -29,7 +32,7 @@ def setup_libero(assets_dir: str | os.PathLike | None = None) -> Path:
     root = Path(spec.submodule_search_locations[0]) / "libero"
     config_dir = Path(os.environ.setdefault("LIBERO_CONFIG_PATH", str(Path.home() / ".cache" / "openvla_vq" / "libero")))
     config_dir.mkdir(parents=True, exist_ok=True)
-    assets = assets_dir or os.environ.get("LIBERO_ASSETS")
+    assets = assets_dir or os.environ.get("LIBERO_ASSETS") or (SHARED_ASSETS if SHARED_ASSETS.is_dir() else None)
     assets = str(Path(assets).resolve()) if assets else None  # robosuite resolves relative paths against its own folder
     if not (config_dir / "config.yaml").is_file():
         import yaml
@@ -48,7 +51,7 @@ def setup_libero(assets_dir: str | os.PathLike | None = None) -> Path:
         if not (Path(found) / "scenes").is_dir():
             raise FileNotFoundError(
                 "no LIBERO assets: pass --assets_dir DIR or set LIBERO_ASSETS=DIR (libero/libero/assets, or the test pack "
-                "../shared/libero-test-assets/assets), or allow hf-libero to download them"
+                "../shared/libero90-assets/assets), or allow hf-libero to download them"
             )
     _assets = Path(libero_pkg._assets_path_cache)
     return _assets

@@ -1,7 +1,7 @@
 """Build a small LIBERO-format RLDS dataset in the real LIBERO-90 simulator, offline.
 
     python -m openvla_vq.sim.make_libero_rlds --out data/rlds --tasks 38,39,86,87,88,89 --episodes_per_task 2 \
-        --assets_dir ../shared/libero-test-assets/assets
+        --assets_dir ../shared/libero90-assets/assets
 
 What the episodes are: for each task and initial state (LIBERO's fixed init states 0, 1, ...), the env is
 reset exactly as OpenVLA's evaluation does (env.seed(0), set_init_state, 10 settling steps that are not
@@ -42,7 +42,7 @@ def eef_state(obs: dict) -> np.ndarray:
 
 
 def record_episode(env, task, init_state: np.ndarray, seed: int, max_steps: int) -> dict:
-    from openvla_vq.evaluation.protocol import NUM_STEPS_WAIT, WAIT_ACTION
+    from openvla_vq.sim.protocol import NUM_STEPS_WAIT, WAIT_ACTION
     from openvla_vq.sim.libero_env import rotate180
     from openvla_vq.sim.scripted import ScriptedPolicy
 

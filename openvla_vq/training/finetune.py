@@ -20,7 +20,6 @@ from accelerate.utils import DistributedType, set_seed
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 from tqdm import tqdm
-from transformers import AutoTokenizer
 
 from openvla_vq.action_tokenizers import ActionTokenizer, ActionTokenizerError, load_action_tokenizer
 from openvla_vq.data.collator import ActionChunkCollator
@@ -28,7 +27,7 @@ from openvla_vq.data.rlds_dataset import RLDSChunkDataset, dataset_statistics, f
 from openvla_vq.data.specs import dataset_spec
 from openvla_vq.io import write_json
 from openvla_vq.model import ImageProcessor, PrismaticVLA, VLAConfig
-from openvla_vq.policy import check_tokenizer_fits_model
+from openvla_vq.model.text_tokenizer import check_tokenizer_fits_model, load_text_tokenizer
 from openvla_vq.training.checkpoint import latest_checkpoint, load_training_state, save_checkpoint, set_rng_state
 from openvla_vq.training.config import FinetuneConfig
 from openvla_vq.training.lora import add_lora
@@ -62,7 +61,7 @@ def preflight(cfg: FinetuneConfig) -> Inputs:
     try:
         model_config = VLAConfig.from_folder(vla)
         tokenizer = tokenizer.for_vocab(model_config.base_vocab_size)
-        text_tokenizer = AutoTokenizer.from_pretrained(str(vla))
+        text_tokenizer = load_text_tokenizer(vla)
         check_tokenizer_fits_model(tokenizer, model_config, text_tokenizer.all_special_ids)
         builder = find_builder(cfg.data_root_dir, cfg.dataset_name)
         spec = dataset_spec(cfg.dataset_name)

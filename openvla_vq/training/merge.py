@@ -28,14 +28,13 @@ def merged_model(checkpoint: Path, run_config: dict, dtype: torch.dtype = torch.
 
 
 def merge(checkpoint: Path, out: Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Path:
-    from transformers import AutoTokenizer
-
     from openvla_vq.io import atomic_dir
+    from openvla_vq.model.text_tokenizer import load_text_tokenizer
 
     run_config = json.loads((checkpoint / "run_config.json").read_text())
     merged_model(checkpoint, run_config, dtype, device).save_pretrained(out)
     with atomic_dir(out.parent / f".{out.name}.extras") as tmp:  # then moved in beside the weights
-        AutoTokenizer.from_pretrained(run_config["vla_path"]).save_pretrained(str(tmp))
+        load_text_tokenizer(run_config["vla_path"]).save_pretrained(str(tmp))
         for name in ("dataset_statistics.json", "action_tokenizer.json"):
             shutil.copy(checkpoint / name, tmp / name)
         for item in tmp.iterdir():
