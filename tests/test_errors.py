@@ -90,6 +90,10 @@ def test_broken_folders(tmp_path):
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "config.json").write_text("{not json")
     one_line_error(lambda: load_action_tokenizer(tmp_path / "c"), "not valid JSON")
+    VQActionTokenizer(VQConfig(**TINY)).save(tmp_path / "truncated")
+    weights = tmp_path / "truncated" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    one_line_error(lambda: load_action_tokenizer(tmp_path / "truncated"), "model.safetensors is not a readable safetensors file")
 
 
 def test_id_ranges_colliding_with_special_tokens_or_each_other():

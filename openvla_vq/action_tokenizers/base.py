@@ -30,9 +30,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from openvla_vq.io import atomic_dir
+from openvla_vq.io import CheckpointError, atomic_dir, load_safetensors
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -269,4 +269,7 @@ def read_saved(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         raise ActionTokenizerError(f"{cfg_path}: not an openvla-vq action tokenizer config (missing format/type/config)")
     if not w_path.is_file():
         raise ActionTokenizerError(f"{folder}: {WEIGHTS_FILE} is missing next to {CONFIG_FILE}; re-save or re-train the tokenizer")
-    return meta, load_file(str(w_path))
+    try:
+        return meta, load_safetensors(w_path)
+    except CheckpointError as e:
+        raise ActionTokenizerError(str(e)) from None
