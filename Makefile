@@ -96,4 +96,4 @@ clean:
 	rm -rf $(VENV) .pytest_cache
 
 slot-report: $(STAMP)
-	$(PY) -m openvla_vq.action_tokenizers.slot_report --tokenizer ../shared/llama2-tokenizer --out reports/llama2-slots
+	$(PY) -m openvla_vq.evaluation.slot_report --tokenizer ../shared/llama2-tokenizer --out reports/llama2-slots

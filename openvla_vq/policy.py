@@ -13,18 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from openvla_vq.action_tokenizers import (
-    ActionTokenizer,
-    ActionTokenizerError,
-    load_action_tokenizer,
-)
+from openvla_vq.action_tokenizers import ActionTokenizer, ActionTokenizerError, load_action_tokenizer
 from openvla_vq.data.normalization import unnormalize_actions
 from openvla_vq.model.prismatic import PrismaticVLA
 from openvla_vq.model.prompt import prompt_ids
-from openvla_vq.model.text_tokenizer import (
-    check_tokenizer_fits_model,
-    load_text_tokenizer,
-)
+from openvla_vq.model.text_tokenizer import check_tokenizer_fits_model, load_text_tokenizer
 from openvla_vq.model.vision import ImageProcessor
 
 

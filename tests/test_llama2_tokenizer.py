@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from openvla_vq.action_tokenizers import VQActionTokenizer, VQConfig, load_action_tokenizer
-from openvla_vq.action_tokenizers.slot_report import libero_instructions
+from openvla_vq.evaluation.slot_report import libero_instructions
 from openvla_vq.action_tokenizers.slots import least_used_ids, top_of_vocab_ids
 from openvla_vq.model.prompt import prompt_ids, training_example
 from openvla_vq.model.text_tokenizer import load_text_tokenizer

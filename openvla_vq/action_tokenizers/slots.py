@@ -4,7 +4,7 @@
 for Llama-2 that gives [31744, 31999], [31488, 31743], [31232, 31487], [30976, 31231].
 
 `least_used`: take the LLM tokenizer's least-used pieces instead, rarest first. With `counts` (each id's
-occurrences in a corpus, e.g. from slot_report.py) that is measured use: fewest occurrences, ties broken
+occurrences in a corpus, e.g. from evaluation/slot_report.py) that is measured use: fewest occurrences, ties broken
 towards the higher id. Without counts, the tokenizer's own order: a SentencePiece model's scores (for BPE,
 minus the merge rank: the pieces merged last are the rarest), or, for a Hugging Face `tokenizer.json` (Llama-2
 as OpenVLA ships it: a vocabulary and merges, no scores), the id, because a converted SentencePiece vocabulary

@@ -13,8 +13,6 @@ a model trained here sees OpenVLA's image distribution; tests compare against dl
 
 from __future__ import annotations
 
-import math
-
 from openvla_vq.data.tf_env import tf
 
 CROP_AREA = 0.9  # OpenVLA's random-resized-crop scale and the matching eval-time centre crop
@@ -36,21 +34,18 @@ def center_crop(image: tf.Tensor, area: float = CROP_AREA) -> tf.Tensor:
 
     OpenVLA's eval `crop_and_resize` (experiments/robot/openvla_utils.py), the counterpart of the random crop."""
     x = tf.image.convert_image_dtype(image, tf.float32)
-    side = tf.clip_by_value(tf.sqrt(tf.constant(area, tf.float32)), 0.0, 1.0)
+    side = tf.sqrt(tf.constant(area, tf.float32))
     lo = (1.0 - side) / 2.0
     x = tf.clip_by_value(_crop_and_resize(x, tf.stack([lo, lo, lo + side, lo + side])), 0.0, 1.0)
     return tf.image.convert_image_dtype(x, tf.uint8, saturate=True)
 
 
 def _random_resized_crop(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """dlimp's random_resized_crop with scale [0.9, 0.9], ratio [1, 1]: each draw uses the same `seed`."""
-    scale = tf.random.stateless_uniform((1,), seed, CROP_AREA, CROP_AREA)
-    ratio = tf.exp(tf.random.stateless_uniform((1,), seed, math.log(1.0), math.log(1.0)))
-    height = tf.clip_by_value(tf.sqrt(scale / ratio), 0.0, 1.0)
-    width = tf.clip_by_value(tf.sqrt(scale * ratio), 0.0, 1.0)
-    y0 = tf.random.stateless_uniform((1,), seed, 0.0, 1.0 - height)
-    x0 = tf.random.stateless_uniform((1,), seed, 0.0, 1.0 - width)
-    return _crop_and_resize(x, tf.concat([y0, x0, y0 + height, x0 + width], axis=0))
+    """dlimp's random_resized_crop with scale [0.9, 0.9] and ratio [1, 1]: a square of side sqrt(0.9). dlimp draws
+    the height and the width offset with the same seed, so both are this one draw."""
+    side = tf.sqrt(tf.constant([CROP_AREA], tf.float32))
+    offset = tf.random.stateless_uniform((1,), seed, 0.0, 1.0 - side)
+    return _crop_and_resize(x, tf.concat([offset, offset, offset + side, offset + side], axis=0))
 
 
 def augment(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:

@@ -79,13 +79,7 @@ class EnvWorker:
 
 
 def serve(conn: Connection, assets_dir: str | None, cameras: tuple[str, ...] = ("agentview",)) -> None:
-    from openvla_vq.sim.libero_env import (
-        init_states,
-        libero90_task,
-        make_env,
-        rotate180,
-        setup_libero,
-    )
+    from openvla_vq.sim.libero_env import init_states, libero90_task, make_env, rotate180, setup_libero
 
     setup_libero(assets_dir or None)
     faults = injected_faults()

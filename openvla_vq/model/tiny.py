@@ -63,13 +63,13 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 def write_tiny_checkpoint(folder: str | Path, seed: int = 0, base_vocab_size: int = 1600,
-                          text_tokenizer: str | Path | None = None, **config_overrides) -> Path:
+                          text_tokenizer: str | Path | None = None) -> Path:
     """A random-init tiny VLA + its tokenizer, saved in OpenVLA's folder layout.
 
     text_tokenizer: a tokenizer folder to copy (e.g. the Llama-2 one; base_vocab_size must then be its 32000),
-    else a small one is trained here. config_overrides go to `tiny_config` (e.g. larger towers or LLM)."""
+    else a small one is trained here."""
     torch.manual_seed(seed)
-    model = PrismaticVLA(tiny_config(base_vocab_size, **config_overrides))
+    model = PrismaticVLA(tiny_config(base_vocab_size))
     model.save_pretrained(folder)
     if text_tokenizer is None:
         train_text_tokenizer(folder, vocab_size=base_vocab_size, seed=seed)

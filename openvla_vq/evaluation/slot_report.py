@@ -5,7 +5,7 @@ The policy is given counts measured on one half of the package text (even lines)
 choice is then scored, like the defaults, on the other half (odd lines), so the comparison is not circular.
 The chosen ids are written beside the report (`least_used_ids.json`, [4][256]) for a VQ config's `slot_ids`.
 
-    python -m openvla_vq.action_tokenizers.slot_report --tokenizer ../shared/llama2-tokenizer --out reports/llama2-slots
+    python -m openvla_vq.evaluation.slot_report --tokenizer ../shared/llama2-tokenizer --out reports/llama2-slots
 
 Corpus: every LIBERO instruction hf-libero ships (all suites' BDDL files), each also as OpenVLA's full prompt;
 and English text in installed packages (.md/.rst/.txt files and Python sources with their docstrings and
@@ -26,8 +26,7 @@ import torch
 
 from openvla_vq.action_tokenizers.slots import least_used_ids, top_of_vocab_ids
 from openvla_vq.io import write_json
-
-PROMPT = "In: What action should the robot take to {instruction}?\nOut:"  # OpenVLA's (model/prompt.py uses the same)
+from openvla_vq.model.prompt import PROMPT
 TEXT_SUFFIXES = (".md", ".rst", ".txt", ".py")
 
 
@@ -67,7 +66,8 @@ def slot_report(tokenizer_dir: Path, max_bytes: int) -> dict:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
-    base = 32000 if tok.get_vocab_size() > 32000 else tok.get_vocab_size()
+    base = tok.get_vocab_size(with_added_tokens=False)  # 32000 for Llama-2: <PAD> is an added token
+
     def encode(lines: list[str]) -> np.ndarray:
         return np.concatenate([np.asarray(e.ids, np.int64) for e in tok.encode_batch(lines)]) if lines else np.zeros(0, np.int64)
 
