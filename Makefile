@@ -8,7 +8,7 @@ PIP    := $(VENV)/bin/pip install --isolated --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 
 LIBERO_ASSETS ?= ../shared/libero90-assets/assets
-EPISODES      ?= 2
+EPISODES      ?= 10
 DATA          ?= data/rlds
 CHECKPOINT    ?= runs/latest
 TASKS         ?= all
@@ -18,17 +18,18 @@ EVAL_OUT      ?= eval_runs/$(notdir $(CHECKPOINT))
 
 N             ?= 200
 
-.PHONY: synth-maniskill train-tokenizer-m tokenizer-report slot-report
+.PHONY: synth-maniskill train-tokenizer-m tokenizer-report slot-report learn-libero
 .PHONY: help setup test demo bench-tokenizers bench-inference bench-data bench-finetune bench-eval libero-data eval-libero90 compare clean
 
 help:
 	@echo "make test              set up .venv if needed, run the test suite"
-	@echo "make demo              tokenizer -> fine-tune -> LIBERO rollout -> binning vs VQ comparison, offline on CPU"
+	@echo "make demo              experts -> tiny VLA from scratch (binning, vq_m) -> closed-loop LIBERO success, ~20 min on CPU"
+	@echo "make learn-libero      the same at report size: 8 expert tasks, binning / vq_m / vq_m+l -> reports/learn-libero/"
 	@echo "make bench-tokenizers  encode+decode throughput, binning vs VQ, batch 1024 on CPU"
 	@echo "make bench-inference   actions/s of predict_action, binning vs VQ on one backbone"
 	@echo "make bench-data        fine-tuning data samples/s next to a plain tf.data baseline"
 	@echo "make bench-finetune    LoRA step samples/s and peak memory (tiny model on CPU)"
-	@echo "make libero-data       render the small scripted LIBERO-format RLDS dataset into \$$(DATA) [EPISODES=2]"
+	@echo "make libero-data       expert LIBERO-90 demonstrations (libero_90_experts) into \$$(DATA) [EPISODES=10]"
 	@echo "make eval-libero90     CHECKPOINT=... [TASKS=all] [TRIALS=50] [PROCS=1] [EVAL_OUT=...]: LIBERO-90, OpenVLA protocol"
 	@echo "make compare           RUNS=eval_runs/a,eval_runs/b: success, actions/s, tokens per action side by side"
 	@echo "make bench-eval        env steps/s of the harness next to a naive OpenVLA-style loop"
@@ -50,7 +51,11 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) -m openvla_vq.demo --data_root_dir $(DATA) --assets_dir $(LIBERO_ASSETS)
+	$(PY) -m openvla_vq.demo --data_root_dir $(DATA)/demo --assets_dir $(LIBERO_ASSETS)
+
+# ~2 hours on 2 cores; every stage is reused on a rerun (runs/learn-libero/stages/)
+learn-libero: $(STAMP)
+	$(PY) -m openvla_vq.learn_libero --data_root_dir $(DATA)/learn-libero --assets_dir $(LIBERO_ASSETS) --report reports/learn-libero
 
 bench-tokenizers: $(STAMP)
 	$(PY) bench/tokenizer_throughput.py
@@ -87,10 +92,10 @@ train-tokenizer-m: $(STAMP)
 
 tokenizer-report: $(STAMP)
 	$(PY) -m openvla_vq.evaluation.tokenizer_report --tokenizer $(or $(TOKENIZER),vq_m) --data_root_dir $(DATA) \
-		--datasets maniskill_synth:val,maniskill_heldout:all,libero_90_scripted:all --out reports/$(or $(TOKENIZER),vq_m)
+		--datasets maniskill_synth:val,maniskill_heldout:all,libero_90_experts:all --out reports/$(or $(TOKENIZER),vq_m)
 
 libero-data: $(STAMP)
-	$(PY) -m openvla_vq.sim.make_libero_rlds --out $(DATA) --episodes_per_task $(EPISODES) --assets_dir $(LIBERO_ASSETS)
+	$(PY) -m openvla_vq.sim.make_libero_rlds --out $(DATA) --episodes_per_task $(EPISODES) --workers 2 --assets_dir $(LIBERO_ASSETS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,34 +1,29 @@
-"""make demo's stage records: reused on a rerun, redone (with what depends on them) when their inputs changed."""
+"""Pipeline stage records (make demo, make learn-libero): reused on a rerun, redone from scratch when built from
+other inputs (their output folders removed first, since runs and evaluations would otherwise resume)."""
 
 import json
 
-from openvla_vq.demo import Stages
+from openvla_vq.learn_libero import Stages
 
 
-def test_stages_are_reused_and_a_changed_tokenizer_redoes_its_downstream(tmp_path):
+def test_stages_are_reused_and_a_changed_key_redoes_the_stage_from_scratch(tmp_path):
     calls = []
     stages = Stages(tmp_path)
-    run_dir, other_dir = tmp_path / "runs" / "vq_m", tmp_path / "runs" / "binning"
-    for folder in (run_dir, other_dir):
-        folder.mkdir(parents=True)
+    run_dir = tmp_path / "runs" / "vq_m"
 
     def build(name):
         calls.append(name)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_text("x")
         return {"made": name}
 
-    stages.run("3_finetune_vq_m", lambda: build("ft"), key="weights-1")
-    stages.run("4_eval_vq_m", lambda: build("eval"))
-    stages.run("4_eval_binning", lambda: build("eval-binning"))
-    assert stages.run("3_finetune_vq_m", lambda: build("ft"), key="weights-1")["made"] == "ft"
-    assert calls == ["ft", "eval", "eval-binning"]  # the second run of the stage was reused
+    stages.run("4_finetune_vq_m", lambda: build("first"), key="weights-1", folders=(run_dir,))
+    assert stages.run("4_finetune_vq_m", lambda: build("again"), key="weights-1", folders=(run_dir,))["made"] == "first"
+    assert calls == ["first"], "the second run of the stage was reused"
 
-    stages.drop_if_changed("3_finetune_vq_m", "weights-1", ["4_eval_vq_m"], [run_dir])
-    assert (tmp_path / "stages" / "4_eval_vq_m.json").is_file() and run_dir.is_dir()  # same weights: kept
-
-    stages.drop_if_changed("3_finetune_vq_m", "weights-2", ["4_eval_vq_m"], [run_dir])
-    assert not (tmp_path / "stages" / "3_finetune_vq_m.json").exists()
-    assert not (tmp_path / "stages" / "4_eval_vq_m.json").exists() and not run_dir.exists()
-    assert (tmp_path / "stages" / "4_eval_binning.json").is_file() and other_dir.is_dir()  # other tokenizer untouched
-    stages.run("3_finetune_vq_m", lambda: build("ft"), key="weights-2")
-    assert calls[-1] == "ft"
-    assert json.loads((tmp_path / "stages" / "3_finetune_vq_m.json").read_text())["key"] == "weights-2"
+    assert stages.run("4_finetune_vq_m", lambda: build("second"), key="weights-2", folders=(run_dir,))["made"] == "second"
+    assert calls == ["first", "second"]
+    assert not (run_dir / "first").exists() and (run_dir / "second").exists(), "the old output was removed first"
+    record = json.loads((tmp_path / "stages" / "4_finetune_vq_m.json").read_text())
+    assert record["key"] == "weights-2" and record["wall_s"] >= 0
+    assert list(stages.times()) == ["4_finetune_vq_m"]

@@ -134,7 +134,14 @@ def test_bad_eval_input_is_one_line_without_traceback(tiny_policy_folder, tmp_pa
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     not_checkpoint = tmp_path / "empty"
     not_checkpoint.mkdir()
+    import numpy as np
+
+    states = tmp_path / "init_states.npz"
+    np.savez(states, task3=np.zeros((2, 9)))
     cases = {
+        "init_states.npz has fewer than --trials 3 states for tasks {3: 2, 4: 0}":
+            ["--checkpoint", str(tiny_policy_folder), "--tasks", "3,4", "--trials", "3", "--init_states_file", str(states)],
+        "--init_states_file": ["--checkpoint", str(tiny_policy_folder), "--init_states_file", str(tmp_path / "none.npz")],
         "does not exist": ["--checkpoint", str(tmp_path / "nowhere")],
         "is not a checkpoint": ["--checkpoint", str(not_checkpoint)],
         "task indices run from 0 to 89": ["--checkpoint", str(tiny_policy_folder), "--tasks", "3,90"],

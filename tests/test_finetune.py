@@ -159,3 +159,5 @@ def test_preflight_errors(setup):
         preflight(FinetuneConfig(**base, tokenizer=str(setup / "vq-clash")))
     with pytest.raises(PreflightError, match="no checkpoint"):
         preflight(FinetuneConfig(**base, resume=True))
+    with pytest.raises(PreflightError, match="--lr_schedule 'linear': pass constant"):
+        preflight(FinetuneConfig(**base, lr_schedule="linear"))

@@ -1,4 +1,4 @@
-"""The offline LIBERO-format dataset: rendered in the real LIBERO-90 simulator, read by the fine-tuning pipeline.
+"""Expert LIBERO-format demonstrations: rendered in the real LIBERO-90 simulator, read by the fine-tuning pipeline.
 
 The generator runs as a subprocess on purpose: TensorFlow (used by this test process to read the data)
 and MuJoCo's EGL renderer cannot share a process.
@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,28 +26,47 @@ def generated(tmp_path_factory):
         pytest.fail(f"LIBERO test assets missing at {ASSETS}")
     out = tmp_path_factory.mktemp("libero")
     env = {**os.environ, "LIBERO_CONFIG_PATH": str(out / "libero_config")}
-    cmd = [sys.executable, "-m", "openvla_vq.sim.make_libero_rlds", "--out", str(out), "--tasks", "86",
-           "--episodes_per_task", "1", "--max_steps", "25", "--assets_dir", str(ASSETS)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(COMMAND + ["--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return out, done.stdout
 
 
-def test_generator_writes_rlds_with_a_success_report(generated):
+# task 0 (close the top drawer): the cheapest expert, about 50 steps
+COMMAND = [sys.executable, "-m", "openvla_vq.sim.make_libero_rlds", "--tasks", "0", "--episodes_per_task", "1",
+           "--assets_dir", str(ASSETS)]
+INSTRUCTION = "close the top drawer of the cabinet"
+
+
+def test_generator_writes_expert_rlds_with_every_attempt_and_its_start_state(generated):
     out, stdout = generated
-    folder = out / "libero_90_scripted" / "1.0.0"
+    folder = out / "libero_90_experts" / "1.0.0"
     report = json.loads((folder / "generation_report.json").read_text())
-    (row,) = report["episodes"]
-    assert row["task_index"] == 86 and row["instruction"] == "pick up the book in the middle and place it on the cabinet shelf"
-    assert row["sim_steps"] == 25 and isinstance(row["success"], bool) and "success rate" in stdout
+    assert report["experts"] == {"0": {"attempts": 1, "successes": 1}}, "the drawer expert succeeds from a random reset"
+    (row,) = report["attempts"]
+    assert row["task_index"] == 0 and row["instruction"] == INSTRUCTION and row["seed"] == 100_000
+    with np.load(folder / "init_states.npz") as states:
+        assert sorted(states) == ["task0", "task0_body_pos", "task0_body_quat"]
+        assert np.array_equal(states["task0"][0], np.asarray(row["init_state"]))
+    # a fresh random reset, not one of LIBERO's fixed evaluation states (read from hf-libero's file without libero)
+    import importlib.util
+
+    import torch
+
+    root = Path(importlib.util.find_spec("libero").submodule_search_locations[0]) / "libero"
+    fixed = root / "init_files" / "libero_90" / "KITCHEN_SCENE10_close_the_top_drawer_of_the_cabinet.pruned_init"
+    with torch.serialization.safe_globals([(np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+                                           np.ndarray, (np.dtype, "numpy.dtype"), np.dtypes.Float64DType]):
+        fixed_states = np.asarray(torch.load(fixed, weights_only=True))
+    assert np.abs(fixed_states - np.asarray(row["init_state"])).max(axis=1).min() > 1e-3
+    assert "task 0: 1/1" in stdout
 
 
 def test_pipeline_reads_the_rendered_episodes(generated):
     out, _ = generated
-    samples = list(RLDSChunkDataset(out, "libero_90_scripted", chunk_len=5, train=False, split="all"))
-    assert 1 <= len(samples) <= 25
+    samples = list(RLDSChunkDataset(out, "libero_90_experts", chunk_len=5, train=False, split="all"))
+    assert 30 <= len(samples) <= 120
     first = samples[0]
-    assert first["instruction"] == "pick up the book in the middle and place it on the cabinet shelf"
+    assert first["instruction"] == INSTRUCTION
     assert first["image"].shape == (224, 224, 3) and first["image"].std() > 10, "a rendered scene, not a blank frame"
     assert all(np.abs(s["actions"]).max() <= 1.0 for s in samples)
 
@@ -56,9 +76,10 @@ def test_frames_are_rotated_like_libero_rlds(generated):
     one 128 px tile per task, 10 per row, the task index printed in the tile's top-left corner, which is masked)."""
     out, _ = generated
     sheet = Image.open(SHARED / "libero90-assets" / "contact_sheet.png").convert("RGB")
-    row, col = divmod(86, 10)
+    row, col = divmod(0, 10)
     preview = np.asarray(sheet.crop((col * 128, row * 128, col * 128 + 128, row * 128 + 128)), np.float32)
-    with np.load(out / ".episodes" / "libero_90_scripted" / "task86_ep00.npz") as z:
+    (attempt,) = (out / ".episodes").glob("libero_90_experts-*/task00_try000.npz")
+    with np.load(attempt) as z:
         first = np.asarray(Image.fromarray(z["images"][0]).resize((128, 128), Image.Resampling.BILINEAR), np.float32)
     keep = np.ones((128, 128), bool)
     keep[:32, :48] = False
@@ -69,7 +90,27 @@ def test_frames_are_rotated_like_libero_rlds(generated):
 def test_rerun_resumes_from_recorded_episodes(generated):
     out, _ = generated
     env = {**os.environ, "LIBERO_CONFIG_PATH": str(out / "libero_config")}
-    cmd = [sys.executable, "-m", "openvla_vq.sim.make_libero_rlds", "--out", str(out), "--tasks", "86",
-           "--episodes_per_task", "1", "--max_steps", "25", "--assets_dir", str(ASSETS)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0 and "task 86 episode 0" not in done.stdout, "the recorded episode is reused, not re-simulated"
+    done = subprocess.run(COMMAND + ["--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0 and "task 0 attempt 0" not in done.stdout, "the recorded attempt is reused, not re-simulated"
+
+
+def test_a_recorded_start_replays_the_demonstration_exactly(generated, monkeypatch):
+    """The evaluation's replay of a saved start (state plus fixture layout, which LIBERO's state vector lacks: the
+    cabinet is placed by moving a model body) reproduces the recorded frames under the recorded actions."""
+    from openvla_vq.evaluation.env_worker import EnvWorker
+
+    out, _ = generated
+    (attempt,) = (out / ".episodes").glob("libero_90_experts-*/task00_try000.npz")
+    demo = np.load(attempt)
+    assert int(demo["sim_steps"]) == len(demo["actions"]), "no step was filtered: frame i follows action i-1"
+    monkeypatch.setenv("LIBERO_CONFIG_PATH", str(out / "libero_config"))
+    worker = EnvWorker(str(ASSETS), None, "agentview", str(out / "libero_90_experts" / "1.0.0" / "init_states.npz"))
+    try:
+        worker.send("reset", 0, 0, 10, False)
+        image, _, _ = worker.recv()
+        assert np.array_equal(image, demo["images"][0])
+        worker.send("step", demo["actions"][:20], False)
+        image, *_ = worker.recv()
+        assert np.array_equal(image, demo["images"][20])
+    finally:
+        worker.close()

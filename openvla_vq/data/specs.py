@@ -39,7 +39,7 @@ ACTIONS_ONLY = DatasetSpec(image_key=None, wrist_image_key=None, state_key=None)
 DATASET_SPECS: dict[str, DatasetSpec] = {
     **{f"libero_{suite}_no_noops": LIBERO for suite in ("90", "spatial", "object", "goal", "10")},
     "libero_90": LIBERO,
-    "libero_90_scripted": LIBERO,  # the small dataset openvla_vq.sim.make_libero_rlds renders offline
+    "libero_90_experts": LIBERO,  # expert demonstrations openvla_vq.sim.make_libero_rlds renders offline
     "maniskill_synth": ACTIONS_ONLY,  # ManiSkill3 motion-planning trajectories (openvla_vq.sim.maniskill_rlds)
     "maniskill_heldout": ACTIONS_ONLY,  # the task family kept out of maniskill_synth
 }

@@ -47,9 +47,11 @@ def injected_faults() -> dict[tuple[int, int], str]:
 class EnvWorker:
     """Parent-side handle: start the process, send commands, receive replies."""
 
-    def __init__(self, assets_dir: str | None, log=None, cameras: str = "agentview") -> None:
+    def __init__(self, assets_dir: str | None, log=None, cameras: str = "agentview",
+                 init_states_file: str | None = None) -> None:
         parent, child = socket.socketpair()
-        cmd = [sys.executable, "-m", "openvla_vq.evaluation.env_worker", str(child.fileno()), assets_dir or "", cameras]
+        cmd = [sys.executable, "-m", "openvla_vq.evaluation.env_worker", str(child.fileno()), assets_dir or "", cameras,
+               init_states_file or ""]
         self.process = subprocess.Popen(cmd, pass_fds=(child.fileno(),), stdout=log or subprocess.DEVNULL,
                                         stderr=log or subprocess.DEVNULL)
         child.close()
@@ -78,10 +80,12 @@ class EnvWorker:
         self.conn.close()
 
 
-def serve(conn: Connection, assets_dir: str | None, cameras: tuple[str, ...] = ("agentview",)) -> None:
-    from openvla_vq.sim.libero_env import init_states, libero90_task, make_env, rotate180, setup_libero
+def serve(conn: Connection, assets_dir: str | None, cameras: tuple[str, ...] = ("agentview",),
+          init_states_file: str | None = None) -> None:
+    from openvla_vq.sim.libero_env import init_states, libero90_task, make_env, restore_start, rotate180, setup_libero
 
     setup_libero(assets_dir or None)
+    from_file = dict(np.load(init_states_file)) if init_states_file else None
     faults = injected_faults()
     env, current, states = None, None, None
     while True:
@@ -102,9 +106,14 @@ def serve(conn: Connection, assets_dir: str | None, cameras: tuple[str, ...] = (
                     if env is not None:
                         env.close()
                     task = libero90_task(task_index)
-                    env, current, states = make_env(task, RESOLUTION, cameras=cameras, seed=ENV_SEED), task_index, init_states(task)
-                env.reset()
-                obs = env.set_init_state(states[trial])
+                    env, current = make_env(task, RESOLUTION, cameras=cameras, seed=ENV_SEED), task_index
+                    states = init_states(task) if from_file is None else from_file[f"task{task_index}"]
+                if from_file is not None and f"task{task_index}_body_pos" in from_file:  # a recorded start, layout too
+                    obs = restore_start(env, {"state": states[trial], "body_pos": from_file[f"task{task_index}_body_pos"][trial],
+                                              "body_quat": from_file[f"task{task_index}_body_quat"][trial]})
+                else:  # LIBERO's protocol: fixtures where this env's reset put them
+                    env.reset()
+                    obs = env.set_init_state(states[trial])
                 frames = []
                 for _ in range(wait_steps):
                     obs, _, _, _ = env.step(list(WAIT_ACTION))
@@ -130,4 +139,4 @@ def serve(conn: Connection, assets_dir: str | None, cameras: tuple[str, ...] = (
 
 if __name__ == "__main__":
     serve(Connection(int(sys.argv[1])), sys.argv[2] if len(sys.argv) > 2 else None,
-          tuple(sys.argv[3].split(",")) if len(sys.argv) > 3 else ("agentview",))
+          tuple(sys.argv[3].split(",")) if len(sys.argv) > 3 else ("agentview",), sys.argv[4] if len(sys.argv) > 4 else None)

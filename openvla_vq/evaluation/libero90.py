@@ -2,9 +2,11 @@
 their policy queries batched into one forward pass, append-only episode records, and a report at the end.
 
 Per episode (OpenVLA's protocol, protocol.py): env.seed(0), set_init_state(trial), 10 wait steps, then up to
-max_steps actions. Each query returns a chunk of K actions (K = 1 for binning, 5 for VQ-VLA) that is executed
-open loop, `actions_per_query` of them (default: all K). Observations: agentview only, 256 px, rotated 180
-degrees, JPEG round trip, lanczos to 224, centre crop if the checkpoint was trained with augmentation.
+max_steps actions; the states are LIBERO's 50 fixed ones per task, or those of --init_states_file (e.g. the
+starting states of training demonstrations). Each query returns a chunk of K actions (K = 1 for binning, 5 for
+VQ-VLA) that is executed open loop, `actions_per_query` of them (default: all K). Observations: agentview only,
+256 px, rotated 180 degrees, JPEG round trip, lanczos to 224, centre crop if the checkpoint was trained with
+augmentation.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from openvla_vq.evaluation.records import EpisodeLog, read_records
+from openvla_vq.io import atomic_file
 from openvla_vq.sim import protocol
 
 
@@ -26,6 +29,9 @@ class EvalConfig:
     tokenizer: str | None = None  # default: the one recorded in the checkpoint
     tasks: str = "all"  # "all" or comma-separated LIBERO-90 task indices, e.g. "38,39,86"
     trials: int = protocol.TRIALS_PER_TASK
+    # .npz of starting states, key task<i> -> (n, state) (e.g. a dataset's init_states.npz: its training
+    # demonstrations' starts); default LIBERO's 50 fixed init states per task (the protocol)
+    init_states_file: str | None = None
     max_steps: int = protocol.MAX_STEPS
     num_steps_wait: int = protocol.NUM_STEPS_WAIT
     actions_per_query: int | None = None  # open-loop actions per query; default the tokenizer's chunk length
@@ -33,6 +39,7 @@ class EvalConfig:
     envs_per_process: int = 1
     cameras: str = "agentview"  # rendered cameras; the policy reads agentview (more only costs time)
     videos_per_task: int = 1  # MP4s of the first N trials of each task
+    save_actions: bool = False  # the executed actions of every episode, actions/task<i>_trial<n>.npy (env space)
     assets_dir: str | None = None  # default $LIBERO_ASSETS, else hf-libero's own
     out_dir: Path = Path("eval_runs/latest")
     unnorm_key: str | None = None
@@ -53,6 +60,7 @@ class Episode:
     sim_s: float = 0.0
     done: bool = False
     frames: list = field(default_factory=list)
+    actions: list = field(default_factory=list)
 
 
 class EvalInputError(ValueError):
@@ -81,8 +89,19 @@ def check_inputs(cfg: EvalConfig) -> None:
     if not (folder / "config.json").is_file() and not (folder / "adapter").is_dir():
         raise EvalInputError(f"--checkpoint {folder} is not a checkpoint (no config.json, no adapter/): pass "
                              f"runs/<run>/checkpoints/step_N, a merged folder or an OpenVLA folder")
-    task_list(cfg.tasks)
-    if not 1 <= cfg.trials <= protocol.TRIALS_PER_TASK:
+    tasks = task_list(cfg.tasks)
+    if cfg.init_states_file:
+        path = Path(cfg.init_states_file)
+        if not path.is_file():
+            raise EvalInputError(f"--init_states_file {path} does not exist: pass an .npz with keys task<i> (e.g. a "
+                                 f"generated dataset's init_states.npz)")
+        with np.load(path) as states:
+            counts = {t: len(states[f"task{t}"]) if f"task{t}" in states else 0 for t in tasks}
+        short = {t: n for t, n in counts.items() if n < cfg.trials}
+        if short:
+            raise EvalInputError(f"--init_states_file {path} has fewer than --trials {cfg.trials} states for tasks "
+                                 f"{short} (task: states): lower --trials or pass --tasks with enough states")
+    elif not 1 <= cfg.trials <= protocol.TRIALS_PER_TASK:
         raise EvalInputError(f"--trials {cfg.trials}: each LIBERO-90 task has {protocol.TRIALS_PER_TASK} fixed initial states; "
                              f"pass 1 to {protocol.TRIALS_PER_TASK}")
 
@@ -120,10 +139,14 @@ def run_eval(cfg: EvalConfig) -> Path:
     worker_log = open(out / f"env_workers.rank{state.process_index}.log", "ab")
 
     def new_worker() -> EnvWorker:
-        return EnvWorker(cfg.assets_dir, worker_log, cfg.cameras)
+        return EnvWorker(cfg.assets_dir, worker_log, cfg.cameras, cfg.init_states_file)
 
     def finish(slot: int, error: str | None = None) -> None:
         ep = active.pop(slot)
+        if cfg.save_actions:
+            (out / "actions").mkdir(parents=True, exist_ok=True)
+            with atomic_file(out / "actions" / f"task{ep.task:02d}_trial{ep.trial:02d}.npy", "wb") as f:
+                np.save(f, np.asarray(ep.actions, np.float32).reshape(-1, 7))
         if ep.frames:
             save_video(out / "videos" / f"task{ep.task:02d}_trial{ep.trial:02d}_{'success' if ep.done else 'failure'}.mp4", ep.frames)
         record = {"task": ep.task, "trial": ep.trial, "instruction": ep.instruction, "success": ep.done and error is None,
@@ -172,6 +195,7 @@ def run_eval(cfg: EvalConfig) -> Path:
                 ep.policy_s, ep.queries = ep.policy_s + share, ep.queries + 1
                 n = min(per_query, cfg.max_steps - ep.steps)
                 workers[slot].send("step", actions[i, :n], ep.trial < cfg.videos_per_task)
+                ep.actions.extend(actions[i, :n])
             for slot in slots:
                 reply = receive(slot)
                 if reply is None:

@@ -1,7 +1,7 @@
 """Quality report of an action tokenizer on held-out trajectories, next to OpenVLA's binning.
 
     python -m openvla_vq.evaluation.tokenizer_report --tokenizer vq_m --data_root_dir data/rlds \
-        --datasets maniskill_synth:val,maniskill_heldout:all,libero_90_scripted:all --out reports/vq_m
+        --datasets maniskill_synth:val,maniskill_heldout:all,libero_90_experts:all --out reports/vq_m
 
 Per dataset (each normalized with its own q01/q99 statistics; `name:val` = the held-out 5% of episodes,
 `name:all` = a dataset the tokenizer never saw):

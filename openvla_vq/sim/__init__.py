@@ -1,1 +1,1 @@
-"""Simulation: LIBERO-90 environments (hf-libero, headless) and scripted demonstrations."""
+"""Simulation: LIBERO-90 environments (hf-libero, headless), expert demonstrations, the evaluation protocol."""

@@ -87,6 +87,22 @@ def make_env(task, resolution: int = 256, cameras: tuple[str, ...] = ("agentview
     return env
 
 
+def start_state(env) -> dict[str, np.ndarray]:
+    """The full starting state after a reset: the flattened MuJoCo state (what LIBERO's init states hold) plus the
+    layout of fixtures, which LIBERO places by moving model bodies (cabinets, stoves) that the state does not hold."""
+    model = env.env.sim.model
+    return {"state": env.get_sim_state().copy(), "body_pos": model.body_pos.copy(), "body_quat": model.body_quat.copy()}
+
+
+def restore_start(env, start: dict[str, np.ndarray]) -> dict:
+    """reset(), then the saved fixture layout (if any) and state; returns the observation, as set_init_state."""
+    env.reset()
+    if "body_pos" in start:
+        model = env.env.sim.model
+        model.body_pos[:], model.body_quat[:] = start["body_pos"], start["body_quat"]
+    return env.set_init_state(start["state"])
+
+
 def rotate180(image: np.ndarray) -> np.ndarray:
     """LIBERO renders upside down; OpenVLA's data and eval rotate every frame by 180 degrees."""
     return np.ascontiguousarray(image[::-1, ::-1])

@@ -1,19 +1,18 @@
-"""Build a small LIBERO-format RLDS dataset in the real LIBERO-90 simulator, offline.
+"""Expert LIBERO-90 demonstrations in the real simulator, offline, as LIBERO-format RLDS (libero_90_no_noops layout).
 
-    python -m openvla_vq.sim.make_libero_rlds --out data/rlds --tasks 38,39,86,87,88,89 --episodes_per_task 2 \
-        --assets_dir ../shared/libero90-assets/assets
+    python -m openvla_vq.sim.make_libero_rlds --out data/rlds --tasks 0,28,47,51,56,57 --episodes_per_task 10 --workers 2
 
-What the episodes are: for each task and initial state (LIBERO's fixed init states 0, 1, ...), the env is
-reset exactly as OpenVLA's evaluation does (env.seed(0), set_init_state, 10 settling steps that are not
-recorded); then `ScriptedPolicy` (sim/scripted.py) moves the arm through pose-driven waypoints
-(approach, grasp, lift, carry, place, release) until it finishes, the task succeeds, or `max_steps`.
-Frames are rendered at 256 px from the agentview and wrist cameras and rotated 180 degrees like the public
-LIBERO RLDS data; OpenVLA's no-op filter drops steps with no motion and an unchanged gripper command.
-Whether each episode succeeded (LIBERO's own success check) is written to `generation_report.json` next
-to the dataset: scripted motions often fail, so these episodes exercise the pipeline, they are not experts.
+Each attempt starts from a fresh random reset of the task (env.seed(attempt seed), reset(): LIBERO samples object
+placements from the BDDL regions, as its human demonstrations did), never from the 50 fixed evaluation states.
+That starting simulator state is kept; the episode is then played exactly as the evaluation plays an initial
+state (reset, set_init_state, 10 unrecorded settling steps), with `Expert` (sim/experts.py) acting on privileged
+simulator state. Frames: agentview and wrist at 256 px, rotated 180 degrees; actions: 7-D OSC_POSE deltas with
+LIBERO's gripper sign; OpenVLA's no-op filter. Only successful attempts enter the dataset; every attempt's outcome
+and starting state are in `generation_report.json` and the starting states of the dataset's episodes, per task in
+dataset order, in `init_states.npz` (keys task<i>), which `eval/libero90.py --init_states_file` replays.
 
-Resumable: each finished episode is kept as an .npz under <out>/.episodes/<name>/ and skipped on rerun;
-the RLDS dataset is written (atomically, by tensorflow-datasets) once all episodes exist, in a child
+Attempts run in `--workers` processes (tasks dealt round-robin) and resume: each finished attempt is kept as an
+.npz under <out>/.episodes/<name>-<digest of experts.py>/. The RLDS dataset is written (atomically, by tensorflow-datasets) in a child
 process: TensorFlow and MuJoCo's EGL renderer crash when loaded into one process, in either order.
 """
 
@@ -30,7 +29,8 @@ import numpy as np
 
 from openvla_vq.io import atomic_file, write_json
 
-DATASET_NAME = "libero_90_scripted"
+DATASET_NAME = "libero_90_experts"
+SEED_BASE = 100_000  # attempt k of task t resets with seed SEED_BASE + 1000 t + k
 NOOP_THRESHOLD = 1e-4  # OpenVLA's regenerate_libero_dataset.py
 
 
@@ -41,20 +41,19 @@ def eef_state(obs: dict) -> np.ndarray:
     return np.concatenate([obs["robot0_eef_pos"], quat2axisangle(obs["robot0_eef_quat"]), obs["robot0_gripper_qpos"]])
 
 
-def record_episode(env, task, init_state: np.ndarray, seed: int, max_steps: int) -> dict:
+def record_episode(env, start: dict, max_steps: int) -> dict:
+    from openvla_vq.sim.experts import Expert
+    from openvla_vq.sim.libero_env import restore_start, rotate180
     from openvla_vq.sim.protocol import NUM_STEPS_WAIT, WAIT_ACTION
-    from openvla_vq.sim.libero_env import rotate180
-    from openvla_vq.sim.scripted import ScriptedPolicy
 
-    env.reset()
-    obs = env.set_init_state(init_state)
+    obs = restore_start(env, start)
     for _ in range(NUM_STEPS_WAIT):  # settle, as in OpenVLA's eval; not recorded
         obs, _, _, _ = env.step(list(WAIT_ACTION))
-    policy = ScriptedPolicy(env, np.random.default_rng(seed))
+    expert = Expert(env)
     frames = {"images": [], "wrist_images": [], "states": [], "joint_states": [], "actions": []}
     done, steps, last_gripper = False, 0, None
-    while not policy.finished and not done and steps < max_steps:
-        action = policy.act(obs)
+    while not expert.finished and not done and steps < max_steps:
+        action = expert.act(obs)
         noop = np.linalg.norm(action[:6]) < NOOP_THRESHOLD and (last_gripper is None or action[6] == last_gripper)
         if not noop:
             frames["images"].append(rotate180(obs["agentview_image"]))
@@ -66,83 +65,145 @@ def record_episode(env, task, init_state: np.ndarray, seed: int, max_steps: int)
         obs, _, done, _ = env.step(action.tolist())
         steps += 1
     arrays = {k: np.asarray(v) for k, v in frames.items()}
-    arrays["success"] = np.asarray(bool(env.env._check_success()))
+    arrays["success"] = np.asarray(bool(done or env.env._check_success()))
     arrays["sim_steps"] = np.asarray(steps)
     return arrays
 
 
-def simulate(out: Path, tasks: list[int], episodes_per_task: int, assets_dir: str | None, max_steps: int,
-             name: str = DATASET_NAME) -> list[dict]:
-    """Record the missing episodes (one .npz each) and return the report rows of all requested ones."""
-    from openvla_vq.sim.libero_env import init_states, libero90_task, make_env, setup_libero
+def expert_version() -> str:
+    """A digest of the experts' and this recorder's code: attempts recorded by another version are not reused."""
+    import hashlib
+
+    from openvla_vq.sim import experts
+
+    return hashlib.sha256(Path(experts.__file__).read_bytes() + Path(__file__).read_bytes()).hexdigest()[:12]
+
+
+def work_dir(out: Path, name: str) -> Path:
+    return out / ".episodes" / f"{name}-{expert_version()}"
+
+
+def attempt_path(work: Path, task_index: int, attempt: int) -> Path:
+    return work / f"task{task_index:02d}_try{attempt:03d}.npz"
+
+
+def simulate(work: Path, tasks: list[int], episodes_per_task: int, max_attempts: int, assets_dir: str | None,
+             max_steps: int) -> None:
+    """Attempt each task from random resets until it has `episodes_per_task` successes or `max_attempts` tries."""
+    from openvla_vq.sim.libero_env import libero90_task, make_env, setup_libero, start_state
 
     setup_libero(assets_dir)
-    work = out / ".episodes" / name
     work.mkdir(parents=True, exist_ok=True)
-    report = []
     for task_index in tasks:
-        task, env = libero90_task(task_index), None
-        states = init_states(task)
-        for ep in range(episodes_per_task):
-            path = work / f"task{task_index:02d}_ep{ep:02d}.npz"
+        task, env, successes = libero90_task(task_index), None, 0
+        for attempt in range(max_attempts):
+            path = attempt_path(work, task_index, attempt)
             if not path.is_file():
                 env = env or make_env(task)
-                start = time.time()
-                arrays = record_episode(env, task, states[ep], seed=1000 * task_index + ep, max_steps=max_steps)
+                began, seed = time.time(), SEED_BASE + 1000 * task_index + attempt
+                env.seed(seed)
+                env.reset()  # samples object placements from the BDDL regions, and the fixtures' layout
+                start = start_state(env)
+                arrays = record_episode(env, start, max_steps)
                 with atomic_file(path, "wb") as f:
-                    np.savez_compressed(f, instruction=task.language, **arrays)
-                print(f"task {task_index} episode {ep}: {len(arrays['actions'])} steps kept of {int(arrays['sim_steps'])}, "
-                      f"success={bool(arrays['success'])}, {time.time() - start:.0f}s", flush=True)
+                    np.savez_compressed(f, instruction=task.language, init_state=start["state"], seed=seed,
+                                        body_pos=start["body_pos"], body_quat=start["body_quat"], **arrays)
+                print(f"task {task_index} attempt {attempt}: success={bool(arrays['success'])}, {len(arrays['actions'])} "
+                      f"steps kept of {int(arrays['sim_steps'])}, {time.time() - began:.0f}s", flush=True)
             with np.load(path) as z:
-                report.append({"task_index": task_index, "instruction": str(z["instruction"]), "init_state": ep,
-                               "file": path.name, "steps": int(len(z["actions"])), "sim_steps": int(z["sim_steps"]),
-                               "success": bool(z["success"])})
+                successes += bool(z["success"])
+            if successes >= episodes_per_task:
+                break
         if env is not None:
             env.close()
-    write_json(work / "report.json", {"assets": str(assets_dir), "episodes": report})
-    return report
 
 
-def assemble(out: Path, name: str = DATASET_NAME) -> Path:
-    """Write the recorded episodes as one RLDS dataset (run without the simulator in the process)."""
+def attempts_report(work: Path, tasks: list[int], episodes_per_task: int) -> dict:
+    """Each task's attempts in order, up to the one that brought its `episodes_per_task`-th success."""
+    rows = []
+    for task_index in tasks:
+        successes = 0
+        for path in sorted(work.glob(f"task{task_index:02d}_try*.npz")):
+            if successes >= episodes_per_task:
+                break
+            with np.load(path) as z:
+                rows.append({"task_index": task_index, "instruction": str(z["instruction"]), "file": path.name,
+                             "seed": int(z["seed"]), "success": bool(z["success"]), "steps": int(len(z["actions"])),
+                             "sim_steps": int(z["sim_steps"]), "init_state": z["init_state"].tolist()})
+            successes += rows[-1]["success"]
+    experts = {str(t): {"attempts": sum(r["task_index"] == t for r in rows),
+                        "successes": sum(r["task_index"] == t and r["success"] for r in rows)} for t in tasks}
+    return {"experts": experts, "attempts": rows}
+
+
+def assemble(out: Path, tasks: list[int], episodes_per_task: int, name: str = DATASET_NAME) -> Path:
+    """Write the successful attempts as one RLDS dataset (run without the simulator in the process)."""
     from openvla_vq.data.rlds_writer import libero_episode, write_rlds
 
-    work = out / ".episodes" / name
-    report = json.loads((work / "report.json").read_text())
+    work = work_dir(out, name)
+    report = attempts_report(work, tasks, episodes_per_task)
+    kept = [row for row in report["attempts"] if row["success"]]
+    if not kept:
+        raise SystemExit(f"error: no successful expert attempt for tasks {tasks}: nothing to write")
 
     def episodes():
-        for row in report["episodes"]:
+        for row in kept:
             with np.load(work / row["file"]) as z:
                 yield libero_episode(z["images"], z["wrist_images"], z["states"], z["joint_states"], z["actions"],
-                                     str(z["instruction"]), f"libero_90/task{row['task_index']}/init{row['init_state']}")
+                                     str(z["instruction"]), f"libero_90/task{row['task_index']}/seed{row['seed']}")
 
     folder = write_rlds(out, name, episodes(), description=__doc__)
-    rows = report["episodes"]
+    starts = {}
+    for t in tasks:  # per task, in dataset order: states, and the fixture layouts the states do not hold
+        files = [work / r["file"] for r in kept if r["task_index"] == t]
+        for key, field in (("", "init_state"), ("_body_pos", "body_pos"), ("_body_quat", "body_quat")):
+            if files:
+                starts[f"task{t}{key}"] = np.stack([np.load(f)[field] for f in files])
+    with atomic_file(folder / "init_states.npz", "wb") as f:
+        np.savez(f, **starts)
     write_json(folder / "generation_report.json", {
-        "what": "scripted pose-driven motions in the LIBERO-90 simulator (see openvla_vq/sim/make_libero_rlds.py)",
-        **report, "success_rate": sum(r["success"] for r in rows) / max(1, len(rows))})
+        "what": "expert demonstrations from random resets in the LIBERO-90 simulator (openvla_vq/sim/make_libero_rlds.py); "
+                "only successful attempts are in the dataset, in this order; init_states.npz holds their starting states",
+        "expert_version": expert_version(), **report, "dataset_episodes": [r["file"] for r in kept]})
     return folder
 
 
 def main(argv: list[str] | None = None) -> None:
+    from openvla_vq.sim.experts import EXPERT_TASKS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("data/rlds"))
-    parser.add_argument("--tasks", default="38,39,86,87,88,89", help="LIBERO-90 task indices")
-    parser.add_argument("--episodes_per_task", type=int, default=2)
-    parser.add_argument("--assets_dir", default=None, help="LIBERO assets (default: $LIBERO_ASSETS, else hf-libero's)")
-    parser.add_argument("--max_steps", type=int, default=220)
+    parser.add_argument("--tasks", default=",".join(map(str, EXPERT_TASKS)), help="LIBERO-90 task indices")
+    parser.add_argument("--episodes_per_task", type=int, default=10, help="successful demonstrations wanted per task")
+    parser.add_argument("--max_attempts", type=int, default=None, help="per task (default 2 x episodes_per_task + 2)")
+    parser.add_argument("--workers", type=int, default=1, help="simulator processes (tasks are dealt round-robin)")
+    parser.add_argument("--assets_dir", default=None, help="LIBERO assets (default: $LIBERO_ASSETS, else the LIBERO-90 pack)")
+    parser.add_argument("--max_steps", type=int, default=300)
     parser.add_argument("--name", default=DATASET_NAME)
-    parser.add_argument("--assemble_only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--stage", choices=("all", "simulate", "assemble"), default="all", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.assemble_only:
-        assemble(args.out, args.name)
+    tasks = [int(t) for t in args.tasks.split(",")]
+    work = work_dir(args.out, args.name)
+    max_attempts = args.max_attempts or 2 * args.episodes_per_task + 2
+    if args.stage == "simulate":
+        simulate(work, tasks, args.episodes_per_task, max_attempts, args.assets_dir, args.max_steps)
         return
-    simulate(args.out, [int(t) for t in args.tasks.split(",")], args.episodes_per_task, args.assets_dir, args.max_steps, args.name)
-    subprocess.run([sys.executable, "-m", "openvla_vq.sim.make_libero_rlds", "--out", str(args.out), "--name", args.name,
-                    "--assemble_only"], check=True)
-    folder = next((args.out / args.name).glob("*/generation_report.json")).parent
-    report = json.loads((folder / "generation_report.json").read_text())
-    print(f"wrote {folder}: {len(report['episodes'])} episodes, success rate {report['success_rate']:.2f}")
+    if args.stage == "assemble":
+        assemble(args.out, tasks, args.episodes_per_task, args.name)
+        return
+    common = ["--out", str(args.out), "--name", args.name, "--episodes_per_task", str(args.episodes_per_task),
+              "--max_attempts", str(max_attempts), "--max_steps", str(args.max_steps)]
+    if args.assets_dir:
+        common += ["--assets_dir", args.assets_dir]
+    me = [sys.executable, "-m", "openvla_vq.sim.make_libero_rlds"]
+    workers = [subprocess.Popen(me + common + ["--stage", "simulate", "--tasks", ",".join(map(str, tasks[i::args.workers]))])
+               for i in range(min(args.workers, len(tasks)))]
+    if any(w.wait() for w in workers):
+        raise SystemExit("error: a simulator worker failed (see its output above); rerun to resume")
+    subprocess.run(me + common + ["--stage", "assemble", "--tasks", args.tasks], check=True)
+    report = json.loads((next((args.out / args.name).glob("*/generation_report.json"))).read_text())
+    summary = ", ".join(f"task {t}: {v['successes']}/{v['attempts']}" for t, v in report["experts"].items())
+    print(f"wrote {args.out / args.name}: {len(report['dataset_episodes'])} episodes; expert successes {summary}")
 
 
 if __name__ == "__main__":

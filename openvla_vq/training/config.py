@@ -19,12 +19,16 @@ class FinetuneConfig:
     max_steps: int = 200_000
     save_steps: int = 5_000
     learning_rate: float = 5e-4
+    lr_schedule: str = "constant"  # OpenVLA's; "cosine" decays to 0 at max_steps (training from scratch converges)
     grad_accumulation_steps: int = 1
     image_aug: bool = True
     shuffle_buffer_size: int = 100_000
     # LoRA
     lora_rank: int = 32
     lora_dropout: float = 0.0
+    # modules trained in full next to LoRA (PEFT modules_to_save), comma-separated: "lm_head" when the backbone
+    # is trained from scratch (make learn-libero); empty for OpenVLA's LoRA
+    train_modules: str = ""
     gradient_checkpointing: bool = False  # trades compute for memory on the 7B model
     # bookkeeping
     log_steps: int = 10

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,8 @@ class Inputs:
 
 def preflight(cfg: FinetuneConfig) -> Inputs:
     """Tokenizer, model folder, vocabulary fit, dataset, statistics, chunk length and resume state, in that order."""
+    if cfg.lr_schedule not in ("constant", "cosine"):
+        raise PreflightError(f"--lr_schedule {cfg.lr_schedule!r}: pass constant (OpenVLA's) or cosine")
     try:
         tokenizer = load_action_tokenizer(cfg.tokenizer)
     except ActionTokenizerError as e:
@@ -116,10 +119,11 @@ def finetune(cfg: FinetuneConfig) -> Path:
         model.language_model.gradient_checkpointing_enable()
     collator = ActionChunkCollator(text_tokenizer, tokenizer, ImageProcessor(model.vision_backbone),
                                    model.config.pad_token_id, cfg.max_length)
-    model = add_lora(model, cfg.lora_rank, cfg.lora_dropout)
+    model = add_lora(model, cfg.lora_rank, cfg.lora_dropout, tuple(filter(None, cfg.train_modules.split(","))))
     allowed = tokenizer.allowed_id_mask(model.config.text_config["vocab_size"])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)  # OpenVLA: constant learning rate
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, (lambda step: 1.0) if cfg.lr_schedule == "constant" else
+                                                  (lambda step: 0.5 * (1 + math.cos(math.pi * min(step, cfg.max_steps) / cfg.max_steps))))
 
     step, data_position = 0, 0
     if inputs.resume_from is not None:

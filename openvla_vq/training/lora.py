@@ -19,7 +19,9 @@ def lora_target_modules(model: nn.Module) -> list[str]:
             if isinstance(module, nn.Linear) and not any(name.startswith(u) for u in unused)]
 
 
-def add_lora(model: nn.Module, rank: int, dropout: float) -> nn.Module:
+def add_lora(model: nn.Module, rank: int, dropout: float, train_modules: tuple[str, ...] = ()) -> nn.Module:
+    """train_modules: modules trained in full next to the adapters (PEFT modules_to_save), e.g. ("lm_head",) for a
+    backbone trained from scratch, whose frozen random output layer would cap every logit near zero."""
     config = LoraConfig(r=rank, lora_alpha=min(rank, 16), lora_dropout=dropout, init_lora_weights="gaussian",
-                        target_modules=lora_target_modules(model))
+                        target_modules=lora_target_modules(model), modules_to_save=list(train_modules) or None)
     return get_peft_model(model, config)

@@ -60,6 +60,7 @@ class TokenizerTrainConfig:
     log_steps: int = 100
     seed: int = 42
     resume: bool = False
+    init_from: str | None = None  # a tokenizer (registry name or folder) to continue from, e.g. vq_m for "m+l"
 
     @property
     def tokenizer_name(self) -> str:
@@ -121,6 +122,15 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
                       codebook_size=cfg.codebook_size, codebook_update=cfg.codebook_update, ema_decay=cfg.ema_decay,
                       dead_code_threshold=cfg.dead_code_threshold)
     tokenizer = VQActionTokenizer(config, name=cfg.tokenizer_name)
+    if cfg.init_from and not cfg.resume:  # progressive training: start from another tokenizer's weights
+        from openvla_vq.action_tokenizers import load_action_tokenizer
+
+        start = load_action_tokenizer(cfg.init_from)
+        try:
+            tokenizer.model.load_state_dict(start.model.state_dict())
+        except (AttributeError, RuntimeError):
+            raise TokenizerTrainingError(f"--init_from {cfg.init_from}: not a VQ tokenizer with this run's architecture "
+                                         f"(pass the same --block_out_channels/--latent_dim/... it was trained with)") from None
     net = tokenizer.model.train().requires_grad_(True)  # EMA codebooks are buffers: never trained by the optimizer
     decay = [p for n, p in net.named_parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for n, p in net.named_parameters() if p.requires_grad and p.ndim <= 1]

@@ -1,0 +1,136 @@
+"""The `make learn-libero` report: expert success, closed-loop success per tokenizer on trained and protocol
+states (per task, Wilson intervals), actions/s, tokens per action, training curves, diagnostics, a few MP4s."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from openvla_vq.evaluation.report import wilson_interval
+from openvla_vq.io import atomic_file, save_figure, write_json
+
+STATE_SETS = {"trained": "trained_states", "protocol": "protocol_states"}
+
+
+def training_curve(run_dir: Path) -> dict[str, list]:
+    """Scalars logged by finetune/lora.py (tensorboard event files), tag -> [[step, value], ...]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    curves: dict[str, list] = {}
+    for events in sorted(run_dir.rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        for tag in acc.Tags().get("scalars", []):
+            curves.setdefault(tag, []).extend([[e.step, round(e.value, 5)] for e in acc.Scalars(tag)])
+    return {tag: sorted(points) for tag, points in curves.items()}
+
+
+def _counts(summary: dict) -> dict:
+    return {"episodes": summary["episodes"], "successes": summary["successes"],
+            "wilson95": [round(x, 4) for x in wilson_interval(summary["successes"], summary["episodes"])]}
+
+
+def write_learning_report(report: Path, out: Path, tokenizers: list[str], experts: dict, diagnostics: dict,
+                          stage_times: dict, videos: int = 4) -> dict:
+    report.mkdir(parents=True, exist_ok=True)
+    runs, curves = {}, {}
+    for tok in tokenizers:
+        run = {}
+        for which, key in STATE_SETS.items():
+            results = json.loads((out / "eval" / f"{tok}-{which}" / "results.json").read_text())
+            run[key] = {**_counts(results["overall"]), "actions_per_s": round(results["overall"]["actions_per_s"], 2),
+                        "tasks": {t: _counts(v) for t, v in results["tasks"].items()}}
+            run["tokens_per_action"] = results["tokenizer"]["tokens_per_action"]
+        run["diagnostics"] = {k: v for k, v in diagnostics[tok].items() if k not in ("wall_s", "key")}
+        runs[tok] = run
+        curves[tok] = training_curve(out / "runs" / tok)
+    results = {"experts": {t: {"attempts": v["attempts"], "successes": v["successes"]} for t, v in experts.items()
+                           if isinstance(v, dict)},
+               "runs": runs, "stage_wall_s": stage_times}
+    write_json(report / "results.json", results)
+    write_json(report / "training_curves.json", curves)
+    _plot_curves(report / "training_curves.png", curves)
+    _plot_success(report / "success.png", runs)
+    _copy_videos(report / "videos", out, tokenizers, videos)
+    text = _markdown(results)
+    with atomic_file(report / "report.md") as f:
+        f.write(text)
+    print(text)
+    return results
+
+
+def _markdown(results: dict) -> str:
+    lines = ["# make learn-libero", "", "## Experts (random resets, LIBERO-90 asset pack)", "",
+             "| task | attempts | successes |", "|---|---|---|"]
+    lines += [f"| {t} | {v['attempts']} | {v['successes']} |" for t, v in results["experts"].items()]
+    lines += ["", "## Closed-loop success", "",
+              "| tokenizer | trained states | protocol states | actions/s | tokens/action | token acc. (train frames) | "
+              "tokenizer recon. L1 |", "|---|---|---|---|---|---|---|"]
+    for tok, run in results["runs"].items():
+        cells = []
+        for key in STATE_SETS.values():
+            s = run[key]
+            cells.append(f"{s['successes']}/{s['episodes']} [{s['wilson95'][0]:.2f}, {s['wilson95'][1]:.2f}]")
+        d = run["diagnostics"]
+        lines.append(f"| {tok} | {cells[0]} | {cells[1]} | {run['trained_states']['actions_per_s']:.1f} | "
+                     f"{run['tokens_per_action']:.2f} | {d['greedy_token_accuracy']:.3f} | {d['tokenizer_recon_l1']:.4f} |")
+    lines += ["", "## Per task (successes / episodes)", "",
+              "| tokenizer | states | " + " | ".join(next(iter(results["runs"].values()))["trained_states"]["tasks"]) + " |",
+              "|---|---|" + "---|" * len(next(iter(results["runs"].values()))["trained_states"]["tasks"])]
+    for tok, run in results["runs"].items():
+        for key in STATE_SETS.values():
+            lines.append(f"| {tok} | {key} | " + " | ".join(f"{v['successes']}/{v['episodes']}" for v in run[key]["tasks"].values())
+                         + " |")
+    lines += ["", "## Stage wall time (s)", ""] + [f"- {k}: {v}" for k, v in results["stage_wall_s"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _plot_curves(path: Path, curves: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tags = ["train_loss", "action_accuracy", "l1_loss"]
+    fig, axes = plt.subplots(1, len(tags), figsize=(4 * len(tags), 3))
+    for ax, tag in zip(axes, tags):
+        for tok, c in curves.items():
+            if tag in c:
+                ax.plot([p[0] for p in c[tag]], [p[1] for p in c[tag]], label=tok)
+        ax.set_title(tag, fontsize=9)
+        ax.set_xlabel("step")
+    axes[0].legend(fontsize=7)
+    save_figure(fig, path, dpi=110)
+
+
+def _plot_success(path: Path, runs: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    width = 0.8 / max(1, len(runs))
+    for i, (tok, run) in enumerate(runs.items()):
+        keys = list(STATE_SETS.values())
+        rates = np.array([run[k]["successes"] / max(1, run[k]["episodes"]) for k in keys])
+        low = rates - np.array([run[k]["wilson95"][0] for k in keys])
+        high = np.array([run[k]["wilson95"][1] for k in keys]) - rates
+        ax.bar(np.arange(len(keys)) + i * width, rates, width, yerr=[low, high], capsize=3, label=tok)
+    ax.set_xticks(np.arange(len(STATE_SETS)) + width * (len(runs) - 1) / 2, list(STATE_SETS.values()))
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("success (Wilson 95%)")
+    ax.legend(fontsize=7)
+    save_figure(fig, path, dpi=110)
+
+
+def _copy_videos(folder: Path, out: Path, tokenizers: list[str], count: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    picked = []
+    for which in STATE_SETS:
+        for tok in tokenizers:
+            picked += [(tok, which, p) for p in sorted((out / "eval" / f"{tok}-{which}" / "videos").glob("*.mp4"))[:1]]
+    for tok, which, path in picked[:count]:
+        shutil.copy(path, folder / f"{tok}-{which}-{path.name}")

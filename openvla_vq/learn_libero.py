@@ -1,0 +1,213 @@
+"""`make learn-libero`: expert demonstrations -> a small VLA trained from scratch per tokenizer -> closed-loop
+LIBERO-90 success on the demonstrations' own starting states and on the protocol's fixed init states -> one report.
+
+Stages (each recorded in <out>/stages/<stage>.json when done, so a rerun reuses it):
+  1. a tiny random VLA in OpenVLA's checkpoint layout and code path (no pretrained weights reach us), trained from
+     scratch: LoRA as OpenVLA plus the output layer (lm_head) in full;
+  2. expert demonstrations from random resets (sim/make_libero_rlds.py, parallel, resumable);
+  3. for `vq_m+l`: vq_m trained further on the demonstrations' actions (the paper's progressive "+L" stage);
+  4. fine-tuning through finetune/lora.py, once per tokenizer (same data, model, steps and seed);
+  5. evaluation through eval/libero90.py: (a) trained states (init_states.npz of the demonstrations) and
+     (b) protocol states (LIBERO's fixed init states, never trained on);
+  6. diagnostics per tokenizer: reconstruction error of the tokenizer on the demonstrations' action chunks and the
+     model's action-token accuracy / action L1 on the training frames (teacher forced);
+  7. the report: results.json, report.md, training curves, success plot, a few MP4s.
+`make demo` runs the same path with few tasks, demonstrations and steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATASET = "libero_90_experts"
+
+
+class Stages:
+    """Named, resumable stages: fn() runs once and its result (plus wall time) is kept for reruns."""
+
+    def __init__(self, out: Path, prefix: str = "learn") -> None:
+        self.folder, self.prefix = out / "stages", prefix
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def run(self, name: str, fn, key: str | None = None, folders: tuple[Path, ...] = ()) -> dict:
+        """`key` says what the stage is built from (downstream keys include upstream ones): a stage recorded with
+        another key is redone, its output `folders` removed first (runs and evaluations would otherwise resume)."""
+        from openvla_vq.io import write_json
+
+        marker = self.folder / f"{name}.json"
+        if marker.is_file():
+            if json.loads(marker.read_text()).get("key") == key:
+                print(f"[{self.prefix}] {name}: done earlier, reused", flush=True)
+                return json.loads(marker.read_text())
+            print(f"[{self.prefix}] {name}: built from other inputs, redone", flush=True)
+            marker.unlink()
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+        print(f"[{self.prefix}] {name} ...", flush=True)
+        start = time.perf_counter()
+        result = fn() or {}
+        result["wall_s"] = round(time.perf_counter() - start, 1)
+        result["key"] = key
+        write_json(marker, result)
+        print(f"[{self.prefix}] {name}: {result['wall_s']} s", flush=True)
+        return result
+
+    def times(self) -> dict[str, float]:
+        return {p.stem: json.loads(p.read_text()).get("wall_s") for p in sorted(self.folder.glob("*.json"))}
+
+
+def _run(cmd: list[str], env: dict | None = None) -> None:
+    subprocess.run(cmd, cwd=REPO, check=True, env={**os.environ, **(env or {})})
+
+
+def parse_args(argv: list[str] | None, defaults: dict | None = None) -> argparse.Namespace:
+    from openvla_vq.sim.experts import EXPERT_TASKS
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/learn-libero"))
+    parser.add_argument("--report", type=Path, default=Path("reports/learn-libero"), help="where the report is written")
+    parser.add_argument("--data_root_dir", type=Path, default=Path("data/rlds/learn-libero"))
+    parser.add_argument("--assets_dir", default=str(REPO.parent / "shared" / "libero90-assets" / "assets"))
+    parser.add_argument("--tasks", default="0,47,51,56", help=f"LIBERO-90 tasks with an expert: {EXPERT_TASKS}")
+    parser.add_argument("--episodes_per_task", type=int, default=2, help="expert demonstrations per task")
+    parser.add_argument("--tokenizers", default="binning,vq_m,vq_m+l")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--learning_rate", type=float, default=3e-3)
+    parser.add_argument("--tokenizer_steps", type=int, default=500, help="+L stage steps")
+    parser.add_argument("--trained_trials", type=int, default=2, help="per task, from the demonstrations' starting states")
+    parser.add_argument("--protocol_trials", type=int, default=2, help="per task, LIBERO's fixed init states 0..n-1")
+    parser.add_argument("--eval_max_steps", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--videos", type=int, default=4, help="MP4s copied into the report")
+    parser.set_defaults(**(defaults or {}))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: str = "learn") -> dict:
+    args = parse_args(argv, defaults)
+    out, data = args.out.resolve(), args.data_root_dir.resolve()
+    stages, py = Stages(out, prefix), sys.executable
+    libero_env = {"LIBERO_CONFIG_PATH": str(out / "libero_config")}
+    tokenizers = args.tokenizers.split(",")
+    tasks = [int(t) for t in args.tasks.split(",")]
+    dataset_folder = data / DATASET / "1.0.0"
+
+    def small_vla() -> dict:
+        from openvla_vq.model.tiny import write_tiny_checkpoint
+
+        return {"folder": str(write_tiny_checkpoint(out / "vla"))}
+
+    def demonstrations() -> dict:
+        _run([py, "-m", "openvla_vq.sim.make_libero_rlds", "--out", str(data), "--tasks", args.tasks, "--episodes_per_task",
+              str(args.episodes_per_task), "--workers", str(args.workers), "--assets_dir", args.assets_dir], env=libero_env)
+        return json.loads((dataset_folder / "generation_report.json").read_text())["experts"]
+
+    def plus_l() -> dict:  # vq_m trained further on the demonstrations (VQ-VLA's progressive "+L" stage)
+        from openvla_vq.action_tokenizers import load_action_tokenizer
+
+        folder = out / "tokenizers" / "vq_m+l"
+        _run([py, "tokenizers/train.py", "--mixture", "m+l", "--name", "vq_m+l", "--init_from", "vq_m", "--data_root_dir",
+              str(data), "--out", str(folder), "--run_root_dir", str(out / "tokenizer_runs"), "--steps_per_stage",
+              str(args.tokenizer_steps), "--batch_size", "256", "--learning_rate", "1e-4", "--min_learning_rate", "1e-5",
+              "--shuffle_buffer_size", "20000", "--save_steps", str(args.tokenizer_steps), "--codebook_update", "ema",
+              "--ema_decay", "0.8"] + vq_m_architecture())
+        return {"folder": str(folder), "fingerprint": load_action_tokenizer(str(folder)).fingerprint()}
+
+    def finetune(tok: str) -> dict:
+        _run([py, "finetune/lora.py", "--vla_path", str(out / "vla"), "--data_root_dir", str(data), "--dataset_name", DATASET,
+              "--tokenizer", tokenizer_spec(tok), "--run_root_dir", str(out / "runs"), "--run_id", tok,
+              "--batch_size", str(args.batch_size), "--max_steps", str(args.steps), "--save_steps", str(args.steps),
+              "--log_steps", "50", "--learning_rate", str(args.learning_rate), "--shuffle_buffer_size", "20000",
+              "--image_aug", "false", "--train_modules", "lm_head", "--lr_schedule", "cosine"])  # from scratch: the output layer must learn too
+        return {"checkpoint": str(out / "runs" / tok / "checkpoints" / f"step_{args.steps:08d}")}
+
+    def evaluate(tok: str, which: str) -> dict:
+        trials = args.trained_trials if which == "trained" else args.protocol_trials
+        cmd = [py, "eval/libero90.py", "--checkpoint", runs[tok]["checkpoint"], "--tasks", args.tasks, "--trials", str(trials),
+               "--max_steps", str(args.eval_max_steps), "--out_dir", str(out / "eval" / f"{tok}-{which}"),
+               "--assets_dir", args.assets_dir, "--envs_per_process", "2", "--videos_per_task", "1"]
+        if which == "trained":
+            cmd += ["--init_states_file", str(dataset_folder / "init_states.npz")]
+        _run(cmd, env=libero_env)
+        return {"results": str(out / "eval" / f"{tok}-{which}" / "results.json")}
+
+    def tokenizer_spec(tok: str) -> str:
+        return str(out / "tokenizers" / "vq_m+l") if tok == "vq_m+l" else tok
+
+    from openvla_vq.action_tokenizers import load_action_tokenizer
+
+    vla = stages.run("1_vla", small_vla, key="tiny")
+    from openvla_vq.sim.make_libero_rlds import expert_version
+
+    experts = stages.run("2_demonstrations", demonstrations,
+                         key=f"{args.tasks}x{args.episodes_per_task}/experts-{expert_version()}")
+    data_key = f"{vla['key']}/{experts['key']}"
+    if "vq_m+l" in tokenizers:
+        stages.run("3_tokenizer_vq_m+l", plus_l, key=f"{data_key}/{args.tokenizer_steps}",
+                   folders=(out / "tokenizers" / "vq_m+l", out / "tokenizer_runs" / "vq_m+l"))
+    runs, keys = {}, {}
+    for tok in tokenizers:
+        keys[tok] = f"{data_key}/{load_action_tokenizer(tokenizer_spec(tok)).fingerprint()}/{args.steps}x{args.batch_size}" \
+                    f"@{args.learning_rate}"
+        runs[tok] = stages.run(f"4_finetune_{tok}", lambda tok=tok: finetune(tok), key=keys[tok], folders=(out / "runs" / tok,))
+    for tok in tokenizers:
+        for which in ("trained", "protocol"):
+            stages.run(f"5_eval_{tok}_{which}", lambda tok=tok, which=which: evaluate(tok, which),
+                       key=f"{keys[tok]}/{args.trained_trials}/{args.protocol_trials}/{args.eval_max_steps}",
+                       folders=(out / "eval" / f"{tok}-{which}",))
+    diagnostics = {tok: stages.run(f"6_diagnostics_{tok}", lambda tok=tok: diagnose(Path(runs[tok]["checkpoint"]), data),
+                                   key=keys[tok]) for tok in tokenizers}
+    from openvla_vq.evaluation.learning_report import write_learning_report
+
+    return write_learning_report(args.report, out, tokenizers, experts, diagnostics, stages.times(), args.videos)
+
+
+def vq_m_architecture() -> list[str]:
+    """The shipped vq_m's architecture flags (its config.json), so +L continues the same network."""
+    from openvla_vq.action_tokenizers.registry import tokenizers_dir
+
+    cfg = json.loads((tokenizers_dir() / "vq_m.json").read_text())["tokenizer"]
+    return ["--block_out_channels", json.dumps(cfg["block_out_channels"]), "--layers_per_block", str(cfg["layers_per_block"]),
+            "--norm_groups", str(cfg["norm_groups"]), "--latent_dim", str(cfg["latent_dim"])]
+
+
+def diagnose(checkpoint: Path, data_root: Path, max_frames: int = 512) -> dict:
+    """Tokenizer round-trip error on the demonstrations' action chunks, and the trained model's teacher-forced
+    action-token accuracy and action L1 on training frames (all in normalized action space)."""
+    import numpy as np
+    import torch
+
+    from openvla_vq.data.rlds_dataset import RLDSChunkDataset
+    from openvla_vq.policy import load_policy
+
+    policy, _ = load_policy(checkpoint)
+    tok = policy.action_tokenizer
+    samples = list(RLDSChunkDataset(data_root, DATASET, chunk_len=tok.chunk_len, split="all", train=False))[:max_frames]
+    actions = torch.tensor(np.stack([s["actions"] for s in samples]), dtype=torch.float32)
+    ids = tok.encode(actions)
+    recon = tok.decode(ids)
+    predicted_ids, accuracy, l1 = [], [], []
+    for i in range(0, len(samples), 32):
+        block = samples[i:i + 32]
+        predicted = policy.predict_ids([s["image"] for s in block], [s["instruction"] for s in block]).cpu()
+        predicted_ids.append(predicted)
+    predicted = torch.cat(predicted_ids)
+    accuracy = (predicted == ids).float().mean().item()
+    l1 = (tok.decode(predicted) - actions).abs().mean().item()
+    per_dim = (recon - actions).abs().mean(dim=(0, 1))
+    return {"frames": len(samples), "tokenizer_recon_l1": float((recon - actions).abs().mean()),
+            "tokenizer_recon_l1_per_dim": [round(float(x), 5) for x in per_dim],
+            "greedy_token_accuracy": accuracy, "predicted_action_l1": l1}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The memorisation guard: a train/eval mismatch cannot hide behind good training metrics.
+
+One expert demonstration (task 0: close the top drawer of the cabinet, about 50 steps) is rendered from a random
+reset; a tiny VLA is trained from scratch on it through finetune/lora.py with `binning` until it is memorised; then
+eval/libero90.py replays that demonstration's saved starting state closed loop: it must succeed, and its first
+actions must be the demonstration's (within 0.1, gripper sign equal), which needs the two data paths to agree on
+image orientation, crop / resize / JPEG, normalization statistics and the gripper's sign. The README ("Learning
+shown in the simulator") lists which mismatches, broken on the evaluation side only, made this test fail.
+Chunk order is not covered: binning has one action per query.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vqvla_reference import SHARED
+
+ASSETS = SHARED / "libero90-assets" / "assets"
+TASK = 0
+
+
+@pytest.fixture(scope="module")
+def memorised(tmp_path_factory):
+    from openvla_vq.model.tiny import write_tiny_checkpoint
+
+    if not ASSETS.is_dir():
+        pytest.fail(f"LIBERO-90 asset pack missing at {ASSETS}")
+    out = tmp_path_factory.mktemp("guard")
+    env = {**os.environ, "LIBERO_CONFIG_PATH": str(out / "libero_config")}
+
+    def run(*cmd: str, timeout: int = 900) -> str:
+        done = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, env=env, timeout=timeout)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    run("-m", "openvla_vq.sim.make_libero_rlds", "--out", str(out / "data"), "--tasks", str(TASK), "--episodes_per_task", "1",
+        "--assets_dir", str(ASSETS))
+    write_tiny_checkpoint(out / "vla")
+    run("finetune/lora.py", "--vla_path", str(out / "vla"), "--data_root_dir", str(out / "data"), "--dataset_name",
+        "libero_90_experts", "--tokenizer", "binning", "--run_root_dir", str(out / "runs"), "--run_id", "guard",
+        "--batch_size", "16", "--max_steps", "1000", "--save_steps", "1000", "--log_steps", "100", "--learning_rate", "3e-3",
+        "--shuffle_buffer_size", "2000", "--image_aug", "false", "--train_modules", "lm_head", "--lr_schedule", "cosine")
+    run("eval/libero90.py", "--checkpoint", str(out / "runs" / "guard" / "checkpoints" / "step_00001000"), "--tasks", str(TASK),
+        "--trials", "1", "--init_states_file", str(out / "data" / "libero_90_experts" / "1.0.0" / "init_states.npz"),
+        "--max_steps", "200", "--out_dir", str(out / "eval"), "--assets_dir", str(ASSETS), "--videos_per_task", "0",
+        "--save_actions", "true")
+    return out
+
+
+FOLLOWED_STEPS = 12  # the replay tracks the demonstration this long before small differences add up
+
+
+def replay_error(executed: np.ndarray, demo: np.ndarray, steps: int = FOLLOWED_STEPS) -> float:
+    """Largest |executed - demonstrated| over the first steps (arm dims), +inf where the gripper's sign differs."""
+    if np.any(np.sign(executed[:steps, 6]) != np.sign(demo[:steps, 6])):
+        return float("inf")
+    return float(np.abs(executed[:steps, :6] - demo[:steps, :6]).max())
+
+
+def test_a_memorised_demonstration_replays_to_success_closed_loop(memorised):
+    results = json.loads((memorised / "eval" / "results.json").read_text())
+    demo = json.loads((memorised / "data" / "libero_90_experts" / "1.0.0" / "generation_report.json").read_text())
+    assert demo["experts"] == {str(TASK): {"attempts": 1, "successes": 1}}
+    assert results["protocol"]["init_states"].endswith("init_states.npz")
+    episode = results["tasks"][str(TASK)]
+    assert episode["successes"] == 1, f"the memorised demonstration failed closed loop: {episode}"
+    # success alone is a weak witness (a drawer can be shut by many motions): the replay must also act as taught
+    (attempt,) = (memorised / "data" / ".episodes").glob(f"libero_90_experts-*/task{TASK:02d}_try000.npz")
+    executed = np.load(memorised / "eval" / "actions" / f"task{TASK:02d}_trial00.npy")
+    error = replay_error(executed, np.load(attempt)["actions"])
+    assert error < 0.1, f"closed loop, the first {FOLLOWED_STEPS} actions differ from the demonstration's by {error}"
