@@ -98,10 +98,9 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
     stages, py = Stages(out, prefix), sys.executable
     libero_env = {"LIBERO_CONFIG_PATH": str(out / "libero_config")}
     tokenizers = args.tokenizers.split(",")
-    tasks = [int(t) for t in args.tasks.split(",")]
     dataset_folder = data / DATASET / "1.0.0"
 
-    def small_vla() -> dict:
+    def tiny_vla() -> dict:
         from openvla_vq.model.tiny import write_tiny_checkpoint
 
         return {"folder": str(write_tiny_checkpoint(out / "vla"))}
@@ -118,8 +117,7 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
         _run([py, "tokenizers/train.py", "--mixture", "m+l", "--name", "vq_m+l", "--init_from", "vq_m", "--data_root_dir",
               str(data), "--out", str(folder), "--run_root_dir", str(out / "tokenizer_runs"), "--steps_per_stage",
               str(args.tokenizer_steps), "--batch_size", "256", "--learning_rate", "1e-4", "--min_learning_rate", "1e-5",
-              "--shuffle_buffer_size", "20000", "--save_steps", str(args.tokenizer_steps), "--codebook_update", "ema",
-              "--ema_decay", "0.8"] + vq_m_architecture())
+              "--shuffle_buffer_size", "20000", "--save_steps", str(args.tokenizer_steps)] + vq_m_architecture())
         return {"folder": str(folder), "fingerprint": load_action_tokenizer(str(folder)).fingerprint()}
 
     def finetune(tok: str) -> dict:
@@ -127,7 +125,8 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
               "--tokenizer", tokenizer_spec(tok), "--run_root_dir", str(out / "runs"), "--run_id", tok,
               "--batch_size", str(args.batch_size), "--max_steps", str(args.steps), "--save_steps", str(args.steps),
               "--log_steps", "50", "--learning_rate", str(args.learning_rate), "--shuffle_buffer_size", "20000",
-              "--image_aug", "false", "--train_modules", "lm_head", "--lr_schedule", "cosine"])  # from scratch: the output layer must learn too
+              # from scratch: the output layer must learn too, and a decaying rate lets the memorisation settle
+              "--image_aug", "false", "--train_modules", "lm_head", "--lr_schedule", "cosine"])
         return {"checkpoint": str(out / "runs" / tok / "checkpoints" / f"step_{args.steps:08d}")}
 
     def evaluate(tok: str, which: str) -> dict:
@@ -144,10 +143,10 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
         return str(out / "tokenizers" / "vq_m+l") if tok == "vq_m+l" else tok
 
     from openvla_vq.action_tokenizers import load_action_tokenizer
-
-    vla = stages.run("1_vla", small_vla, key="tiny")
+    from openvla_vq.evaluation.learning_report import write_learning_report
     from openvla_vq.sim.make_libero_rlds import expert_version
 
+    vla = stages.run("1_vla", tiny_vla, key="tiny")
     experts = stages.run("2_demonstrations", demonstrations,
                          key=f"{args.tasks}x{args.episodes_per_task}/experts-{expert_version()}")
     data_key = f"{vla['key']}/{experts['key']}"
@@ -166,8 +165,6 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
                        folders=(out / "eval" / f"{tok}-{which}",))
     diagnostics = {tok: stages.run(f"6_diagnostics_{tok}", lambda tok=tok: diagnose(Path(runs[tok]["checkpoint"]), data),
                                    key=keys[tok]) for tok in tokenizers}
-    from openvla_vq.evaluation.learning_report import write_learning_report
-
     return write_learning_report(args.report, out, tokenizers, experts, diagnostics, stages.times(), args.videos)
 
 
@@ -177,11 +174,12 @@ def vq_m_architecture() -> list[str]:
 
     cfg = json.loads((tokenizers_dir() / "vq_m.json").read_text())["tokenizer"]
     return ["--block_out_channels", json.dumps(cfg["block_out_channels"]), "--layers_per_block", str(cfg["layers_per_block"]),
-            "--norm_groups", str(cfg["norm_groups"]), "--latent_dim", str(cfg["latent_dim"])]
+            "--norm_groups", str(cfg["norm_groups"]), "--latent_dim", str(cfg["latent_dim"]),
+            "--codebook_update", cfg["codebook_update"], "--ema_decay", str(cfg["ema_decay"])]
 
 
 def diagnose(checkpoint: Path, data_root: Path, max_frames: int = 512) -> dict:
-    """Tokenizer round-trip error on the demonstrations' action chunks, and the trained model's teacher-forced
+    """Tokenizer round-trip error on the demonstrations' action chunks, and the trained model's greedy (constrained)
     action-token accuracy and action L1 on training frames (all in normalized action space)."""
     import numpy as np
     import torch
@@ -195,7 +193,7 @@ def diagnose(checkpoint: Path, data_root: Path, max_frames: int = 512) -> dict:
     actions = torch.tensor(np.stack([s["actions"] for s in samples]), dtype=torch.float32)
     ids = tok.encode(actions)
     recon = tok.decode(ids)
-    predicted_ids, accuracy, l1 = [], [], []
+    predicted_ids = []
     for i in range(0, len(samples), 32):
         block = samples[i:i + 32]
         predicted = policy.predict_ids([s["image"] for s in block], [s["instruction"] for s in block]).cpu()

@@ -4,8 +4,8 @@
 
 Each attempt starts from a fresh random reset of the task (env.seed(attempt seed), reset(): LIBERO samples object
 placements from the BDDL regions, as its human demonstrations did), never from the 50 fixed evaluation states.
-That starting simulator state is kept; the episode is then played exactly as the evaluation plays an initial
-state (reset, set_init_state, 10 unrecorded settling steps), with `Expert` (sim/experts.py) acting on privileged
+That starting state is kept (the MuJoCo state plus the fixtures' layout, which the state vector lacks); the
+episode is then played as the evaluation plays an initial state (reset, restore, 10 unrecorded settling steps), with `Expert` (sim/experts.py) acting on privileged
 simulator state. Frames: agentview and wrist at 256 px, rotated 180 degrees; actions: 7-D OSC_POSE deltas with
 LIBERO's gripper sign; OpenVLA's no-op filter. Only successful attempts enter the dataset; every attempt's outcome
 and starting state are in `generation_report.json` and the starting states of the dataset's episodes, per task in
