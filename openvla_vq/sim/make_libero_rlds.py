@@ -1,19 +1,19 @@
 """Expert LIBERO-90 demonstrations in the real simulator, offline, as LIBERO-format RLDS (libero_90_no_noops layout).
 
-    python -m openvla_vq.sim.make_libero_rlds --out data/rlds --tasks 0,28,47,51,56,57 --episodes_per_task 10 --workers 2
+    python -m openvla_vq.sim.make_libero_rlds --out data/rlds --episodes_per_task 10 --workers 2  # the 8 expert tasks
 
 Each attempt starts from a fresh random reset of the task (env.seed(attempt seed), reset(): LIBERO samples object
 placements from the BDDL regions, as its human demonstrations did), never from the 50 fixed evaluation states.
 That starting state is kept (the MuJoCo state plus the fixtures' layout, which the state vector lacks); the
-episode is then played as the evaluation plays an initial state (reset, restore, 10 unrecorded settling steps), with `Expert` (sim/experts.py) acting on privileged
-simulator state. Frames: agentview and wrist at 256 px, rotated 180 degrees; actions: 7-D OSC_POSE deltas with
+episode is then played as the evaluation plays an initial state (reset, restore, 10 unrecorded settling steps),
+with `Expert` (sim/experts.py) acting on privileged simulator state. Frames: agentview and wrist at 256 px, rotated 180 degrees; actions: 7-D OSC_POSE deltas with
 LIBERO's gripper sign; OpenVLA's no-op filter. Only successful attempts enter the dataset; every attempt's outcome
 and starting state are in `generation_report.json` and the starting states of the dataset's episodes, per task in
 dataset order, in `init_states.npz` (keys task<i>), which `eval/libero90.py --init_states_file` replays.
 
 Attempts run in `--workers` processes (tasks dealt round-robin) and resume: each finished attempt is kept as an
-.npz under <out>/.episodes/<name>-<digest of experts.py>/. The RLDS dataset is written (atomically, by tensorflow-datasets) in a child
-process: TensorFlow and MuJoCo's EGL renderer crash when loaded into one process, in either order.
+.npz under <out>/.episodes/<name>-<digest of the expert and recorder code>/. The RLDS dataset is written
+(atomically, by tensorflow-datasets) in a child process: TensorFlow and MuJoCo's EGL renderer crash when loaded into one process, in either order.
 """
 
 from __future__ import annotations
