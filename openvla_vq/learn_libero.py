@@ -18,6 +18,7 @@ Stages (each recorded in <out>/stages/<stage>.json when done, so a rerun reuses 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -189,7 +190,8 @@ def diagnose(checkpoint: Path, data_root: Path, max_frames: int = 512) -> dict:
 
     policy, _ = load_policy(checkpoint)
     tok = policy.action_tokenizer
-    samples = list(RLDSChunkDataset(data_root, DATASET, chunk_len=tok.chunk_len, split="all", train=False))[:max_frames]
+    frames = RLDSChunkDataset(data_root, DATASET, chunk_len=tok.chunk_len, split="all", train=False)
+    samples = list(itertools.islice(frames, max_frames))  # decode only the frames used
     actions = torch.tensor(np.stack([s["actions"] for s in samples]), dtype=torch.float32)
     ids = tok.encode(actions)
     recon = tok.decode(ids)

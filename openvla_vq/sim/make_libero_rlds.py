@@ -155,10 +155,10 @@ def assemble(out: Path, tasks: list[int], episodes_per_task: int, name: str = DA
     folder = write_rlds(out, name, episodes(), description=__doc__)
     starts = {}
     for t in tasks:  # per task, in dataset order: states, and the fixture layouts the states do not hold
-        files = [work / r["file"] for r in kept if r["task_index"] == t]
+        attempts = [np.load(work / r["file"]) for r in kept if r["task_index"] == t]
         for key, field in (("", "init_state"), ("_body_pos", "body_pos"), ("_body_quat", "body_quat")):
-            if files:
-                starts[f"task{t}{key}"] = np.stack([np.load(f)[field] for f in files])
+            if attempts:
+                starts[f"task{t}{key}"] = np.stack([z[field] for z in attempts])
     with atomic_file(folder / "init_states.npz", "wb") as f:
         np.savez(f, **starts)
     write_json(folder / "generation_report.json", {
