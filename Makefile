@@ -18,7 +18,7 @@ EVAL_OUT      ?= eval_runs/$(notdir $(CHECKPOINT))
 
 N             ?= 200
 
-.PHONY: synth-maniskill train-tokenizer-m tokenizer-report slot-report learn-libero
+.PHONY: synth-maniskill train-tokenizer-m train-tokenizer-fast-m tokenizer-compare tokenizer-report slot-report learn-libero
 .PHONY: help setup test demo bench-tokenizers bench-inference bench-data bench-finetune bench-eval libero-data eval-libero90 compare clean
 
 help:
@@ -36,6 +36,8 @@ help:
 	@echo "make synth-maniskill   N=200: that many successful ManiSkill3 motion-planning trajectories -> RLDS (maniskill_synth, maniskill_heldout)"
 	@echo "make train-tokenizer-m train the shipped vq_m on those trajectories (tokenizers/train.py)"
 	@echo "make tokenizer-report  [TOKENIZER=vq_m]: held-out quality report next to binning -> reports/<name>/"
+	@echo "make train-tokenizer-fast-m  the shipped FAST tokenizer fast_m (DCT + BPE) on ManiSkill3 + LIBERO expert actions"
+	@echo "make tokenizer-compare every tokenizer with weights on the same held-out trajectories -> reports/tokenizer-compare/"
 	@echo "make slot-report       how often text uses the action-id slots (default vs least_used) -> reports/llama2-slots/"
 
 setup: $(STAMP)
@@ -93,6 +95,14 @@ train-tokenizer-m: $(STAMP)
 tokenizer-report: $(STAMP)
 	$(PY) -m openvla_vq.evaluation.tokenizer_report --tokenizer $(or $(TOKENIZER),vq_m) --data_root_dir $(DATA) \
 		--datasets maniskill_synth:val,maniskill_heldout:all,libero_90_experts:all --out reports/$(or $(TOKENIZER),vq_m)
+
+# the shipped FAST tokenizer (tokenizers/fast_m/): ManiSkill3 (make synth-maniskill) + expert LIBERO data (make libero-data)
+train-tokenizer-fast-m: $(STAMP)
+	$(PY) tokenizers/train_fast.py --mixture ml --data_root_dir $(DATA) --name fast_m
+
+# every registered tokenizer with weights on the same held-out trajectories -> reports/tokenizer-compare/
+tokenizer-compare: $(STAMP)
+	$(PY) -m openvla_vq.evaluation.tokenizer_compare --data_root_dir $(DATA) --out reports/tokenizer-compare
 
 libero-data: $(STAMP)
 	$(PY) -m openvla_vq.sim.make_libero_rlds --out $(DATA) --episodes_per_task $(EPISODES) --workers 2 --assets_dir $(LIBERO_ASSETS)

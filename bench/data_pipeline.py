@@ -25,8 +25,9 @@ def make_dataset(root: str, episodes: int, steps: int) -> None:
     def gen():
         for i in range(episodes):
             rng = np.random.default_rng(i)
-            base = rng.integers(0, 255, (steps, 16, 16, 3), dtype=np.uint8)
-            images = np.repeat(np.repeat(base, 16, axis=1), 16, axis=2)  # blocky images: JPEG sizes like real frames
+            base = rng.integers(0, 255, (steps, 32, 32, 3), dtype=np.uint8)
+            # 8 px blocks: 17 KB JPEGs, as the 256 px frames rendered by make libero-data (16.7 KB on average)
+            images = np.repeat(np.repeat(base, 8, axis=1), 8, axis=2)
             yield libero_episode(images, images[:, ::-1], rng.normal(size=(steps, 8)), rng.normal(size=(steps, 7)),
                                  rng.normal(size=(steps, 7)), "put the bowl on the plate", f"ep{i}")
     write_rlds(root, "libero_90_no_noops", gen())

@@ -1,7 +1,7 @@
 """LoRA fine-tuning step throughput and peak memory, binning and VQ label layouts, in one run.
 
     python bench/finetune.py                                  # tiny config, CPU, fp32
-    python bench/finetune.py --size 7b --device cuda --batch 16 --gradient_checkpointing   # OpenVLA-7B shape, bf16
+    python bench/finetune.py --size 7b --device cuda --batch 16 --gradient_checkpointing both   # OpenVLA-7B shape, bf16
 
 Synthetic batches of the real shapes (224 px, OpenVLA prompt, T+1 action labels) go through the model with
 LoRA (r=32) and AdamW, as finetune/lora.py does; the data pipeline is measured separately (bench/data_pipeline.py).
@@ -41,42 +41,52 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--gradient_checkpointing", action="store_true")
+    parser.add_argument("--gradient_checkpointing", choices=["off", "on", "both"], default="off",
+                        help="both: the same model without, then with it (one load of the 7B), side by side")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
     dtype = torch.bfloat16 if cuda else torch.float32
     torch.manual_seed(0)
     with torch.device(args.device):
         model = PrismaticVLA(tiny_config() if args.size == "tiny" else VLAConfig()).to(dtype)
-    if args.gradient_checkpointing:
-        model.language_model.gradient_checkpointing_enable()
     vocab = model.config.base_vocab_size
     model = add_lora(model, 32, 0.0)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    settings = {"off": [False], "on": [True], "both": [False, True]}[args.gradient_checkpointing]
     print(f"model={args.size} device={args.device} dtype={dtype} batch={args.batch} threads={torch.get_num_threads()} "
-          f"params={sum(p.numel() for p in model.parameters()):,} trainable={trainable:,} grad_ckpt={args.gradient_checkpointing}")
-    print(f"{'labels':22s} {'step s':>8s} {'samples/s':>10s} {'peak memory GB':>15s}")
-    for name, tokens in [("binning (7+1 tokens)", 7), ("vq (4+1 tokens)", 4)]:
-        data = batch(args.batch, tokens, vocab, args.device)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        times = []
-        for step in range(args.steps + 1):
-            start = time.perf_counter()
-            with torch.autocast(args.device.split(":")[0], dtype=dtype, enabled=cuda):
-                loss = model(**data).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
+          f"params={sum(p.numel() for p in model.parameters()):,} trainable={trainable:,}")
+    print(f"{'labels':22s} {'grad ckpt':>9s} {'step s':>8s} {'samples/s':>10s} {'peak memory GB':>15s}")
+    rows = {}
+    for checkpointing in settings:
+        llm = model.base_model.model.language_model
+        llm.activation_checkpointing_enable() if checkpointing else llm.activation_checkpointing_disable()
+        for name, tokens in [("binning (7+1 tokens)", 7), ("vq (4+1 tokens)", 4)]:
+            data = batch(args.batch, tokens, vocab, args.device)
             if cuda:
-                torch.cuda.synchronize()
-            if step:  # the first step includes one-time allocations
-                times.append(time.perf_counter() - start)
-        seconds = sum(times) / len(times)
-        peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        print(f"{name:22s} {seconds:8.3f} {args.batch / seconds:10.1f} {peak:15.2f}")
-    print("peak memory: CUDA max allocated on GPU; process max RSS on CPU")
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            times = []
+            for step in range(args.steps + 1):
+                start = time.perf_counter()
+                with torch.autocast(args.device.split(":")[0], dtype=dtype, enabled=cuda):
+                    loss = model(**data).loss
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                if cuda:
+                    torch.cuda.synchronize()
+                if step:  # the first step includes one-time allocations
+                    times.append(time.perf_counter() - start)
+            seconds = sum(times) / len(times)
+            peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+            rows[name, checkpointing] = (seconds, peak)
+            print(f"{name:22s} {'on' if checkpointing else 'off':>9s} {seconds:8.3f} {args.batch / seconds:10.1f} {peak:15.2f}")
+    if len(settings) == 2:
+        for name in ("binning (7+1 tokens)", "vq (4+1 tokens)"):
+            (t0, m0), (t1, m1) = rows[name, False], rows[name, True]
+            print(f"gradient checkpointing, {name}: step time {t1 / t0:.2f}x, peak memory {m1 / m0:.2f}x")
+    print("peak memory: CUDA max allocated on GPU; process max RSS on CPU (a high-water mark: it never goes down)")
 
 
 if __name__ == "__main__":

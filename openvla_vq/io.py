@@ -113,3 +113,14 @@ def load_safetensors(path: Path, device: str = "cpu") -> dict:
         return load_file(str(path), device=device)
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it may be truncated: re-download or re-save it") from None
+
+
+def check_safetensors(path: Path) -> None:
+    """Read only the header (cheap on a 15 GB shard): a truncated or corrupt file is a one-line CheckpointError."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it may be truncated: re-download or re-save it") from None

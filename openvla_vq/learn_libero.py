@@ -109,7 +109,16 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
     def demonstrations() -> dict:
         _run([py, "-m", "openvla_vq.sim.make_libero_rlds", "--out", str(data), "--tasks", args.tasks, "--episodes_per_task",
               str(args.episodes_per_task), "--workers", str(args.workers), "--assets_dir", args.assets_dir], env=libero_env)
-        return json.loads((dataset_folder / "generation_report.json").read_text())["experts"]
+        experts = json.loads((dataset_folder / "generation_report.json").read_text())["experts"]
+        return {**experts, "dataset_digest": dataset_digest()}
+
+    def dataset_digest() -> str:  # what training reads: identical episodes keep later stages valid
+        import hashlib
+
+        digest = hashlib.sha256()
+        for record in sorted(dataset_folder.glob("*.tfrecord*")):
+            digest.update(record.read_bytes())
+        return digest.hexdigest()[:12]
 
     def plus_l() -> dict:  # vq_m trained further on the demonstrations (VQ-VLA's progressive "+L" stage)
         from openvla_vq.action_tokenizers import load_action_tokenizer
@@ -150,7 +159,7 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
     vla = stages.run("1_vla", tiny_vla, key="tiny")
     experts = stages.run("2_demonstrations", demonstrations,
                          key=f"{args.tasks}x{args.episodes_per_task}/experts-{expert_version()}")
-    data_key = f"{vla['key']}/{experts['key']}"
+    data_key = f"{vla['key']}/{args.tasks}x{args.episodes_per_task}/data-{experts['dataset_digest']}"
     if "vq_m+l" in tokenizers:
         stages.run("3_tokenizer_vq_m+l", plus_l, key=f"{data_key}/{args.tokenizer_steps}",
                    folders=(out / "tokenizers" / "vq_m+l", out / "tokenizer_runs" / "vq_m+l"))
@@ -200,8 +209,11 @@ def diagnose(checkpoint: Path, data_root: Path, max_frames: int = 512) -> dict:
         block = samples[i:i + 32]
         predicted = policy.predict_ids([s["image"] for s in block], [s["instruction"] for s in block]).cpu()
         predicted_ids.append(predicted)
-    predicted = torch.cat(predicted_ids)
-    accuracy = (predicted == ids).float().mean().item()
+    predicted = torch.cat([torch.nn.functional.pad(p, (0, ids.shape[1] - p.shape[1]), value=tok.end_id or 0)
+                           for p in predicted_ids])  # generation stops early once every row of a block has ended
+    lengths = torch.tensor([len(row) for row in tok.token_rows(ids)])
+    inside = torch.arange(ids.shape[1])[None] < lengths[:, None]  # each gold sequence, its end marker included
+    accuracy = (predicted == ids)[inside].float().mean().item()
     l1 = (tok.decode(predicted) - actions).abs().mean().item()
     per_dim = (recon - actions).abs().mean(dim=(0, 1))
     return {"frames": len(samples), "tokenizer_recon_l1": float((recon - actions).abs().mean()),

@@ -36,9 +36,10 @@ class VLAPolicy:
         self.text_tokenizer = text_tokenizer
         self.action_tokenizer = action_tokenizer
         self.image_processor = ImageProcessor(model.vision_backbone, model.config.image_sizes[0])
-        self.allowed = action_tokenizer.allowed_id_mask(model.config.text_config["vocab_size"])
+        self.constraint = action_tokenizer.decoding_constraint(model.config.text_config["vocab_size"])
         self.action_stats = self._pick_stats(norm_stats, unnorm_key)
         self.last_latency_s = 0.0
+        self.ids_emitted, self.chunks_emitted = 0, 0  # what generation produced (variable-length tokenizers vary)
 
     @staticmethod
     def _pick_stats(norm_stats: dict | None, unnorm_key: str | None) -> dict | None:
@@ -64,17 +65,25 @@ class VLAPolicy:
     def predict_ids(self, images, instructions: list[str]) -> torch.Tensor:
         pixels = self.image_processor(images)
         prompts = [prompt_ids(self.text_tokenizer, text) for text in instructions]
-        return self.model.generate_constrained(pixels, prompts, self.allowed)
+        return self.model.generate_constrained(pixels, prompts, self.constraint)
 
     def predict_action(self, images, instructions: list[str]) -> np.ndarray:
         """Images (uint8 HxWx3 or PIL, one per sample) + instructions -> actions [B, K, D] in the robot's units."""
         if len(images) != len(instructions):
             raise ValueError(f"got {len(images)} images for {len(instructions)} instructions")
         start = time.perf_counter()
-        ids = self.predict_ids(images, instructions)
-        actions = self.action_tokenizer.decode(ids.cpu()).numpy()
+        ids = self.predict_ids(images, instructions).cpu()
+        actions = self.action_tokenizer.decode(ids).numpy()
+        rows = self.action_tokenizer.token_rows(ids)
+        self.ids_emitted, self.chunks_emitted = self.ids_emitted + sum(map(len, rows)), self.chunks_emitted + len(rows)
         self.last_latency_s = time.perf_counter() - start
         return unnormalize_actions(actions, self.action_stats) if self.action_stats is not None else actions
+
+
+    @property
+    def ids_per_chunk(self) -> float:
+        """Mean ids generated per chunk so far (the end marker included); the tokenizer's length before any query."""
+        return self.ids_emitted / self.chunks_emitted if self.chunks_emitted else float(self.action_tokenizer.tokens_per_chunk)
 
 
 def load_policy(checkpoint: str | Path, tokenizer: str | None = None, device: str = "cpu",

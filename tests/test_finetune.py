@@ -7,15 +7,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from openvla_vq.action_tokenizers import VQActionTokenizer, VQConfig
+from openvla_vq.action_tokenizers.fast import FastActionTokenizer, FastConfig, dct_symbols, train_bpe
 from openvla_vq.model import ImageProcessor, PrismaticVLA
 from openvla_vq.model.tiny import write_tiny_checkpoint
 from openvla_vq.training.config import FinetuneConfig
 from openvla_vq.training.finetune import PreflightError, preflight
+from bad_inputs import assert_one_line_error, disagreeing_tokenizer, truncate
 from rlds_fixtures import write_libero_like
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,6 +32,10 @@ def setup(tmp_path_factory):
     write_tiny_checkpoint(root / "tiny-vla", base_vocab_size=1600)
     torch.manual_seed(0)
     VQActionTokenizer(VQConfig(block_out_channels=[16] * 4, norm_groups=4, layers_per_block=1, latent_dim=8), name="vq-tiny").save(root / "vq-tiny")
+    symbols = dct_symbols(np.random.default_rng(0).normal(0, 0.3, (2000, 5, 7)), 10.0)  # a FAST fitted to noise-like actions
+    low, high = int(symbols.min()), int(symbols.max())
+    FastActionTokenizer(FastConfig(min_symbol=low, max_symbol=high), "fast-tiny",
+                        bpe_json=train_bpe(symbols, low, high, 256)).save(root / "fast-tiny")
     return root
 
 
@@ -71,9 +78,10 @@ def fixed_batch_loss(root: Path, tokenizer_path: str, adapter_state: dict | None
                      labels=batch["labels"]).loss.item()
 
 
-@pytest.mark.parametrize("tokenizer", ["binning", "vq-tiny"])
+@pytest.mark.parametrize("tokenizer", ["binning", "vq-tiny", "fast-tiny", "beast"])
 def test_20_steps_lower_the_loss(setup, tokenizer):
-    spec = "binning" if tokenizer == "binning" else str(setup / "vq-tiny")
+    """Every kind of tokenizer unchanged through finetune/lora.py: fixed length (binning, VQ, BEAST) and variable (FAST)."""
+    spec = tokenizer if tokenizer in ("binning", "beast") else str(setup / tokenizer)
     done = run(args(setup, spec, f"loss-{tokenizer}", 20))
     assert done.returncode == 0, done.stderr[-3000:]
     before = fixed_batch_loss(setup, spec, None)  # LoRA starts as the identity: the base model's loss
@@ -161,3 +169,70 @@ def test_preflight_errors(setup):
         preflight(FinetuneConfig(**base, resume=True))
     with pytest.raises(PreflightError, match="--lr_schedule 'linear': pass constant"):
         preflight(FinetuneConfig(**base, lr_schedule="linear"))
+
+
+def test_fsdp_on_two_cpu_processes_resumes_after_sigkill_and_merges(setup):
+    """The FSDP settings of finetune/accelerate_fsdp.yaml on 2 gloo processes: sharded optimizer state and a gathered
+    adapter per checkpoint; a SIGKILLed run resumed with --resume true ends with the uninterrupted run's weights."""
+    from openvla_vq.training.merge import merge
+
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                str(REPO / "finetune" / "accelerate_fsdp_cpu2.yaml")]
+    full = run(args(setup, "binning", "fsdp", 8, "--save_steps", "4"), launcher=launcher)
+    assert full.returncode == 0, full.stderr[-3000:]
+    step4 = setup / "runs" / "fsdp" / "checkpoints" / "step_00000004"
+    assert sorted(p.name for p in (step4 / "optimizer_0").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    assert torch.load(step4 / "training_state.pt", weights_only=True)["num_processes"] == 2
+    lora_b = [v for k, v in adapter(setup, "fsdp", 8).items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # gathered, trained weights (LoRA B starts at zero)
+
+    cli = args(setup, "binning", "fsdp-killed", 8, "--save_steps", "4")
+    proc = subprocess.Popen(launcher + [str(SCRIPT)] + cli, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "2"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = setup / "runs" / "fsdp-killed" / "checkpoints" / "step_00000004"
+    deadline = time.time() + 300
+    while not first.is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, as when a node dies
+    proc.wait()
+    assert first.is_dir() and not (setup / "runs" / "fsdp-killed" / "checkpoints" / "step_00000008").exists()
+    resumed = run(cli + ["--resume", "true"], launcher=launcher)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = adapter(setup, "fsdp", 8), adapter(setup, "fsdp-killed", 8)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    checkpoint = setup / "runs" / "fsdp" / "checkpoints" / "step_00000008"
+    merged = PrismaticVLA.from_pretrained(merge(checkpoint, setup / "merged-fsdp")).eval()
+    batch = {"input_ids": torch.tensor([[1, 50, 60, 70, 1500, 1501]]), "attention_mask": torch.ones(1, 6, dtype=torch.long),
+             "pixel_values": torch.randn(1, 6, 224, 224)}
+    from peft import PeftModel
+
+    unmerged = PeftModel.from_pretrained(PrismaticVLA.from_pretrained(setup / "tiny-vla"), str(checkpoint / "adapter")).eval()
+    with torch.no_grad():
+        assert torch.allclose(merged(**batch).logits, unmerged(**batch).logits, atol=1e-4)
+
+
+def test_bad_finetune_input_is_one_line_without_traceback(setup, tmp_path):
+    import shutil
+
+    (tmp_path / "empty").mkdir()
+    shutil.copytree(setup / "tiny-vla", tmp_path / "vla-truncated")
+    truncate(tmp_path / "vla-truncated" / "model.safetensors")
+    shutil.copytree(setup / "vq-tiny", tmp_path / "vq-truncated")
+    truncate(tmp_path / "vq-truncated" / "model.safetensors")
+    finished = setup / "runs" / "loss-binning"
+    if not (finished / "checkpoints" / "step_00000020").is_dir():
+        assert run(args(setup, "binning", "loss-binning", 20)).returncode == 0
+    shutil.copytree(finished, setup / "runs" / "adapter-truncated")
+    truncate(setup / "runs" / "adapter-truncated" / "checkpoints" / "step_00000020" / "adapter" / "adapter_model.safetensors")
+    vla = ["--vla_path", str(setup / "tiny-vla")]
+    cases = {
+        "is not a checkpoint folder with config.json": ["--vla_path", str(tmp_path / "empty")],
+        "vla-truncated/model.safetensors is not a readable safetensors file": ["--vla_path", str(tmp_path / "vla-truncated")],
+        "shape mismatch": vla + ["--tokenizer", str(disagreeing_tokenizer(tmp_path / "vq-disagrees"))],
+        "vq-truncated/model.safetensors is not a readable safetensors file": vla + ["--tokenizer", str(tmp_path / "vq-truncated")],
+        "adapter_model.safetensors is not a readable safetensors file": vla + ["--run_id", "adapter-truncated", "--resume", "true"],
+    }
+    for expected, cli in cases.items():
+        base = args(setup, "binning", "bad-input", 2)
+        assert_one_line_error(run(base + cli), expected)

@@ -6,7 +6,8 @@ eval/libero90.py replays that demonstration's saved starting state closed loop: 
 actions must be the demonstration's (within 0.1, gripper sign equal), which needs the two data paths to agree on
 image orientation, crop / resize / JPEG, normalization statistics and the gripper's sign. The README ("Learning
 shown in the simulator") lists which mismatches, broken on the evaluation side only, made this test fail.
-Chunk order is not covered: binning has one action per query.
+The same runs with `beast` (five actions per query, 0.010 round-trip L1 on these chunks), which also covers the
+order of actions within a chunk.
 """
 
 import json
@@ -23,8 +24,9 @@ ASSETS = SHARED / "libero90-assets" / "assets"
 TASK = 0
 
 
-@pytest.fixture(scope="module")
-def memorised(tmp_path_factory):
+@pytest.fixture(scope="module", params=["binning", "beast"])
+def memorised(request, tmp_path_factory):
+    """binning (one action per query) and beast (five per query, so chunk order matters), each memorised."""
     from openvla_vq.model.tiny import write_tiny_checkpoint
 
     if not ASSETS.is_dir():
@@ -41,7 +43,7 @@ def memorised(tmp_path_factory):
         "--assets_dir", str(ASSETS))
     write_tiny_checkpoint(out / "vla")
     run("finetune/lora.py", "--vla_path", str(out / "vla"), "--data_root_dir", str(out / "data"), "--dataset_name",
-        "libero_90_experts", "--tokenizer", "binning", "--run_root_dir", str(out / "runs"), "--run_id", "guard",
+        "libero_90_experts", "--tokenizer", request.param, "--run_root_dir", str(out / "runs"), "--run_id", "guard",
         "--batch_size", "16", "--max_steps", "1000", "--save_steps", "1000", "--log_steps", "100", "--learning_rate", "3e-3",
         "--shuffle_buffer_size", "2000", "--image_aug", "false", "--train_modules", "lm_head", "--lr_schedule", "cosine")
     run("eval/libero90.py", "--checkpoint", str(out / "runs" / "guard" / "checkpoints" / "step_00001000"), "--tasks", str(TASK),
@@ -73,3 +75,23 @@ def test_a_memorised_demonstration_replays_to_success_closed_loop(memorised):
     executed = np.load(memorised / "eval" / "actions" / f"task{TASK:02d}_trial00.npy")
     error = replay_error(executed, np.load(attempt)["actions"])
     assert error < 0.1, f"closed loop, the first {FOLLOWED_STEPS} actions differ from the demonstration's by {error}"
+
+
+def test_the_eval_policy_call_in_bf16_chooses_the_same_ids_on_the_trained_checkpoint(memorised):
+    """The eval's policy call (preprocess_image -> predict_action) in bfloat16, as eval/libero90.py runs it on GPU,
+    against float32 on a fixed batch: the demonstration's frames, whose ids the trained model is confident about."""
+    import torch
+
+    from openvla_vq.data.rlds_dataset import RLDSChunkDataset
+    from openvla_vq.evaluation.preprocess import preprocess_image
+    from openvla_vq.policy import load_policy
+
+    checkpoint = memorised / "runs" / "guard" / "checkpoints" / "step_00001000"
+    frames = list(RLDSChunkDataset(memorised / "data", "libero_90_experts", chunk_len=1, split="all", train=False))[::4][:16]
+    images = [preprocess_image(f["image"], crop=False) for f in frames]
+    instructions = [f["instruction"] for f in frames]
+    policies = {dtype: load_policy(checkpoint, dtype=dtype)[0] for dtype in (torch.float32, torch.bfloat16)}
+    ids = {dtype: p.predict_ids(images, instructions) for dtype, p in policies.items()}
+    assert torch.equal(ids[torch.float32], ids[torch.bfloat16])
+    actions = {dtype: p.predict_action(images, instructions) for dtype, p in policies.items()}
+    np.testing.assert_array_equal(actions[torch.float32], actions[torch.bfloat16])  # same ids: the same bin centres

@@ -99,3 +99,27 @@ def test_missing_data_is_a_one_line_error(registry):
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert done.returncode == 2 and len(errors) == 1
     assert "stage O of mixture o: no RLDS dataset 'fractal20220817_data'" in errors[0]
+
+
+def test_bad_init_from_or_resume_is_one_line_without_traceback(registry, tmp_path):
+    from bad_inputs import assert_one_line_error, disagreeing_tokenizer, truncate
+
+    disagrees = disagreeing_tokenizer(tmp_path / "vq-disagrees")
+    shutil.copytree(disagrees, tmp_path / "vq-truncated")
+    truncate(tmp_path / "vq-truncated" / "model.safetensors")
+    cases = {"nowhere": "no saved action tokenizer", "vq-disagrees": "shape mismatch",
+             "vq-truncated": "vq-truncated/model.safetensors is not a readable safetensors file"}
+    for folder, expected in cases.items():
+        done = subprocess.run([sys.executable, str(SCRIPT)] + cli(registry, f"bad-{folder}") + ["--init_from", str(tmp_path / folder)],
+                              env=env(registry), cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert_one_line_error(done, f"--init_from {tmp_path / folder}: ")
+        assert_one_line_error(done, expected)
+    # a run whose latest checkpoint was cut short: --resume names the file
+    if not (registry / "runs" / "vq_two").is_dir():
+        test_progressive_training_writes_a_registered_tokenizer(registry)
+    cut = registry / "runs" / "vq_cut"
+    shutil.copytree(registry / "runs" / "vq_two", cut)
+    truncate(cut / "checkpoints" / (cut / "latest").read_text().strip() / "tokenizer" / "model.safetensors")
+    done = subprocess.run([sys.executable, str(SCRIPT)] + cli(registry, "vq_cut") + ["--resume", "true"], env=env(registry),
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert_one_line_error(done, "model.safetensors is not a readable safetensors file")

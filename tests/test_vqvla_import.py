@@ -158,3 +158,24 @@ def test_cli_reports_errors_in_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "missing.pth"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "no such file" in err and "\n" not in err
+
+
+def test_bad_importer_input_is_one_line_without_traceback(reference, tmp_path):
+    import subprocess
+    import sys
+
+    from bad_inputs import assert_one_line_error, truncate
+
+    sd, _ = reference
+    torch.save({"model": sd, "step": 0}, tmp_path / "full.pth")
+    shutil.copy(tmp_path / "full.pth", tmp_path / "truncated.pth")
+    truncate(tmp_path / "truncated.pth")
+    torch.save({"model": {**sd, "decoder.projection.weight": torch.zeros(7, 9)}}, tmp_path / "other_shapes.pth")
+    cases = {"no such file; download all_data_vq.pth": tmp_path / "missing.pth",
+             "truncated.pth: not a loadable torch checkpoint": tmp_path / "truncated.pth",
+             "shape mismatch at decoder.projection.weight": tmp_path / "other_shapes.pth"}
+    for expected, checkpoint in cases.items():
+        done = subprocess.run([sys.executable, "-m", "openvla_vq.action_tokenizers.import_vqvla", str(checkpoint), "--out",
+                               str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+        assert_one_line_error(done, expected)
+        assert not (tmp_path / "out").exists()  # nothing half-written

@@ -17,6 +17,18 @@ and back. Everything downstream talks to it only through this class:
 Subclasses implement `_encode_symbols` (actions -> symbol indices into id_table columns) and
 `_decode_symbols` (symbols -> actions); this base class owns input validation and the symbol <-> id
 mapping, so an invalid id can never reach a decoder silently.
+
+Variable-length tokenizers (FAST) set `variable_length`, declare an `end_id` and a maximum length
+(`max_tokens` ids before the end marker, so T = max_tokens + 1), and override encode/decode:
+
+    tok.encode(actions)               -> int64 [B, T]: each row's ids, the end marker, then end markers as padding
+    tok.token_rows(ids)               -> per-row id lists to supervise (up to and including the end marker)
+    tok.decodable(ids)                -> BoolTensor [B]: which rows decode (decode raises on any other row)
+    tok.decoding_constraint(V)        -> the automaton constrained generation asks, step by step, for the ids
+                                         allowed after each row's prefix (batched, on the model's device), so
+                                         every finished sequence decodes
+
+Fixed-length tokenizers get all four from the per-position id table; their ids and decodes are unchanged.
 """
 
 from __future__ import annotations
@@ -91,30 +103,78 @@ def validate_id_table(
                 seen[i] = p
 
 
+class DecodingConstraint(ABC):
+    """A small automaton over a batch: which ids generation may emit next, given what each row emitted so far.
+
+    Its state is one LongTensor [B] on the model's device; generation calls allowed() before each step and
+    advance() with the chosen ids, for at most `max_length` steps or until every row is finished.
+    """
+
+    max_length: int
+
+    @abstractmethod
+    def start(self, batch: int, device: torch.device | str) -> torch.Tensor: ...
+
+    @abstractmethod
+    def allowed(self, state: torch.Tensor) -> torch.Tensor:
+        """BoolTensor [B, V]: the logits that may be chosen now."""
+
+    @abstractmethod
+    def advance(self, state: torch.Tensor, ids: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def finished(self, state: torch.Tensor) -> torch.Tensor:
+        """BoolTensor [B]."""
+
+
+class PositionConstraint(DecodingConstraint):
+    """Fixed length: position t may hold exactly the ids of mask[t]; the state is the position."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        self.mask, self.max_length = mask, mask.shape[0]
+
+    def start(self, batch: int, device: torch.device | str) -> torch.Tensor:
+        self.mask = self.mask.to(device)
+        return torch.zeros(batch, dtype=torch.long, device=device)
+
+    def allowed(self, state: torch.Tensor) -> torch.Tensor:
+        return self.mask[state.clamp(max=self.max_length - 1)]
+
+    def advance(self, state: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return state + 1
+
+    def finished(self, state: torch.Tensor) -> torch.Tensor:
+        return state >= self.max_length
+
+
 class ActionTokenizer(ABC):
     """Base class of every action tokenizer; see the module docstring for the contract."""
 
     type_name: ClassVar[str]  # the "type" written to config.json and resolved by the registry
     config_class: ClassVar[type]
     disjoint_positions: ClassVar[bool] = True
+    variable_length: ClassVar[bool] = False
+    end_id: int | None = None  # the end marker of variable-length sequences
 
     def __init__(self, config: Any, name: str | None = None) -> None:
         self.config = config
         self.name = name or self.type_name
 
-    # ---- sizes and ids -------------------------------------------------------------------
-    @property
-    @abstractmethod
-    def chunk_len(self) -> int: ...
+    # ---- sizes and ids (from the config and the table a subclass builds in __init__) ---------
+    _id_table: torch.Tensor
 
     @property
-    @abstractmethod
-    def action_dim(self) -> int: ...
+    def chunk_len(self) -> int:
+        return self.config.chunk_len
 
     @property
-    @abstractmethod
+    def action_dim(self) -> int:
+        return self.config.action_dim
+
+    @property
     def id_table(self) -> torch.Tensor:
         """LongTensor [T, S] of token ids (CPU)."""
+        return self._id_table
 
     @property
     def tokens_per_chunk(self) -> int:
@@ -133,6 +193,27 @@ class ActionTokenizer(ABC):
         mask = torch.zeros(self.tokens_per_chunk, vocab_size, dtype=torch.bool)
         mask.scatter_(1, self.id_table, True)
         return mask
+
+    @property
+    def max_tokens(self) -> int:
+        """Most ids a chunk takes before its end marker (fixed length: exactly T, no end marker)."""
+        return self.tokens_per_chunk
+
+    def decoding_constraint(self, vocab_size: int) -> DecodingConstraint:
+        return PositionConstraint(self.allowed_id_mask(vocab_size))
+
+    def token_rows(self, ids: torch.Tensor) -> list[list[int]]:
+        """encode()'s output as the id lists a training example supervises."""
+        return ids.tolist()
+
+    def decodable(self, ids: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """BoolTensor [B]: rows whose every id belongs to its position (exactly the rows decode() accepts)."""
+        ids = torch.as_tensor(ids).long()
+        if ids.ndim != 2 or ids.shape[1] != self.tokens_per_chunk:
+            return torch.zeros(ids.shape[0] if ids.ndim else 0, dtype=torch.bool)
+        mask = self.allowed_id_mask(max(int(self.id_table.max()), int(ids.max()), 0) + 1)
+        in_range = (ids >= 0) & (ids < mask.shape[1])
+        return (in_range & mask[torch.arange(ids.shape[1])[None], ids.clamp(0, mask.shape[1] - 1)]).all(1)
 
     # ---- the two directions ----------------------------------------------------------------
     def encode(self, actions: torch.Tensor | np.ndarray) -> torch.Tensor:

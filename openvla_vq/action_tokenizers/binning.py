@@ -57,14 +57,6 @@ class BinningActionTokenizer(ActionTokenizer):
     def chunk_len(self) -> int:
         return 1
 
-    @property
-    def action_dim(self) -> int:
-        return self.config.action_dim
-
-    @property
-    def id_table(self) -> torch.Tensor:
-        return self._id_table
-
     def _encode_symbols(self, actions: torch.Tensor) -> torch.Tensor:
         a = actions[:, 0].to(torch.float64).clamp(self.config.min_action, self.config.max_action)
         # bucketize(right=True) == np.digitize(right=False): edges[d-1] <= a < edges[d]

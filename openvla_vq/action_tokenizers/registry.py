@@ -8,7 +8,7 @@ A registered name is a JSON file `tokenizers/<name>.json`:
      "how_to_get": "...",                                 # optional: shown when the weights are absent
      "data": {...}}                                       # optional: what it is trained on
 
-A type is a class registered here (built-ins: "binning", "vq") or a "package.module:Class" import path,
+A type is a class registered here (built-ins: "binning", "vq", "fast", "beast") or a "package.module:Class" import path,
 so a new tokenizer is one module plus one config file. `OPENVLA_VQ_TOKENIZERS` may point the registry at
 another folder of config files.
 """
@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from openvla_vq.action_tokenizers.base import ActionTokenizer, ActionTokenizerError, config_from_dict, read_saved
+from openvla_vq.action_tokenizers.beast import BeastActionTokenizer
 from openvla_vq.action_tokenizers.binning import BinningActionTokenizer
+from openvla_vq.action_tokenizers.fast import FastActionTokenizer
 from openvla_vq.action_tokenizers.vq import VQActionTokenizer
 
 TOKENIZER_TYPES: dict[str, type[ActionTokenizer]] = {
-    BinningActionTokenizer.type_name: BinningActionTokenizer,
-    VQActionTokenizer.type_name: VQActionTokenizer,
+    cls.type_name: cls for cls in (BinningActionTokenizer, VQActionTokenizer, FastActionTokenizer, BeastActionTokenizer)
 }
 
 

@@ -116,18 +116,6 @@ class VQActionTokenizer(ActionTokenizer):
         self._id_table = table
 
     @property
-    def chunk_len(self) -> int:
-        return self.config.chunk_len
-
-    @property
-    def action_dim(self) -> int:
-        return self.config.action_dim
-
-    @property
-    def id_table(self) -> torch.Tensor:
-        return self._id_table
-
-    @property
     def device(self) -> torch.device:
         return self.model.time_emb.device
 

@@ -23,9 +23,9 @@ class ActionChunkCollator:
 
     def __call__(self, samples: list[dict]) -> dict[str, torch.Tensor]:
         actions = torch.from_numpy(np.stack([s["actions"] for s in samples]))
-        ids = self.action_tokenizer.encode(actions)
+        rows = self.action_tokenizer.token_rows(self.action_tokenizer.encode(actions))  # lengths may differ
         examples = []
-        for sample, row in zip(samples, ids.tolist()):
+        for sample, row in zip(samples, rows):
             input_ids, labels = training_example(self.text_tokenizer, sample["instruction"], row)
             examples.append({"input_ids": input_ids, "labels": labels,
                              "pixel_values": self.image_processor.to_tensor(sample["image"])})

@@ -71,8 +71,9 @@ def write_report(out: Path, cfg, wanted: list[tuple[int, int]], policy, info: di
                           **summarize([r for r in rows if r["task"] == task])}
     results = {
         "suite": protocol.SUITE, "checkpoint": str(cfg.checkpoint), "checkpoint_sha256": checkpoint_hash(Path(cfg.checkpoint)),
-        "tokenizer": {"name": tok.name, "spec": info["tokenizer"], "chunk_len": tok.chunk_len, "tokens_per_chunk": tok.tokens_per_chunk,
-                      "tokens_per_action": tok.tokens_per_chunk / tok.chunk_len, "fingerprint": tok.fingerprint()},
+        "tokenizer": {"name": tok.name, "spec": info["tokenizer"], "chunk_len": tok.chunk_len, "tokens_per_chunk": policy.ids_per_chunk,
+                      "tokens_per_action": policy.ids_per_chunk / tok.chunk_len, "max_tokens_per_chunk": tok.tokens_per_chunk,
+                      "fingerprint": tok.fingerprint()},
         "protocol": {"trials_per_task": cfg.trials, "init_states": cfg.init_states_file or "LIBERO fixed init states",
                      "max_steps": cfg.max_steps, "num_steps_wait": cfg.num_steps_wait,
                      "wait_action": list(protocol.WAIT_ACTION), "env_seed": protocol.ENV_SEED, "seed": cfg.seed,

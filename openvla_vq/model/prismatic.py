@@ -17,7 +17,8 @@ from huggingface_hub import save_torch_state_dict
 from torch import nn
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-from openvla_vq.io import CheckpointError, atomic_dir, check_state_dict, load_safetensors
+from openvla_vq.action_tokenizers.base import DecodingConstraint, PositionConstraint
+from openvla_vq.io import CheckpointError, atomic_dir, check_safetensors, check_state_dict, load_safetensors
 from openvla_vq.model.config import VLAConfig
 from openvla_vq.model.vision import FusedVisionBackbone
 
@@ -79,12 +80,18 @@ class PrismaticVLA(nn.Module):
 
     # ---- generation ---------------------------------------------------------------------
     @torch.no_grad()
-    def generate_constrained(self, pixel_values: torch.Tensor, prompts: list[list[int]], allowed: torch.Tensor) -> torch.Tensor:
-        """Batched greedy decoding of T tokens with a KV cache; step t may only pick ids where allowed[t] is True.
+    def generate_constrained(self, pixel_values: torch.Tensor, prompts: list[list[int]],
+                             constraint: DecodingConstraint | torch.Tensor) -> torch.Tensor:
+        """Batched greedy decoding with a KV cache; each step may only pick the ids the constraint allows.
 
         prompts: token ids per sample (starting with BOS), any lengths (left-padded here).
-        allowed: BoolTensor [T, V] from the action tokenizer. Returns int64 ids [B, T].
+        constraint: the action tokenizer's automaton (tokenizer.decoding_constraint(V)), or a BoolTensor [T, V]
+        of ids allowed per position (fixed length). Returns int64 ids [B, L], L <= its max_length: decoding
+        stops once every row is finished (rows that finished earlier hold what the constraint allows after
+        their end, the end marker).
         """
+        if isinstance(constraint, torch.Tensor):
+            constraint = PositionConstraint(constraint)
         device = self.projector.fc1.weight.device
         patches = self.project_patches(pixel_values)
         table = self.language_model.get_input_embeddings()
@@ -99,15 +106,16 @@ class PrismaticVLA(nn.Module):
             embeds[i, n - len(row):] = row
             mask[i, n - len(row):] = 1
         positions = (mask.cumsum(1) - 1).clamp(min=0)
-        allowed = allowed.to(device)
         lm, out_ids = self.language_model, []
+        state = constraint.start(b, device)
         out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=DynamicCache(), use_cache=True,
                  logits_to_keep=1)
-        for t in range(allowed.shape[0]):
-            logits = out.logits[:, -1].float().masked_fill(~allowed[t], float("-inf"))
+        for t in range(constraint.max_length):
+            logits = out.logits[:, -1].float().masked_fill(~constraint.allowed(state), float("-inf"))
             nxt = logits.argmax(-1)
             out_ids.append(nxt)
-            if t + 1 == allowed.shape[0]:
+            state = constraint.advance(state, nxt)
+            if t + 1 == constraint.max_length or bool(constraint.finished(state).all()):
                 break
             mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
             positions = positions[:, -1:] + 1
@@ -141,6 +149,12 @@ class PrismaticVLA(nn.Module):
             (tmp / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
             save_torch_state_dict(self.state_dict(), tmp, max_shard_size=max_shard_bytes, metadata={"format": "pt"})
         return folder
+
+
+def check_weight_files(folder: str | Path) -> None:
+    """Every weight file of an OpenVLA-layout folder is present and readable (headers only, no tensors loaded)."""
+    for shard in _shard_files(Path(folder)):
+        check_safetensors(shard)
 
 
 def _shard_files(folder: Path) -> list[Path]:

@@ -49,8 +49,8 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, model, optimizer, sch
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    full_state = accelerator.get_state_dict(model)  # gathers shards under FSDP; plain state_dict otherwise
     fsdp = accelerator.distributed_type == DistributedType.FSDP
+    full_state = gathered_state_dict(model) if fsdp else accelerator.get_state_dict(model)
     if fsdp:
         save_fsdp_optimizer(accelerator.state.fsdp_plugin, accelerator, optimizer, model, str(staging))
     if accelerator.is_main_process:
@@ -66,6 +66,16 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, model, optimizer, sch
         mark_latest(run_dir, folder)
     accelerator.wait_for_everyone()
     return folder
+
+
+def gathered_state_dict(model) -> dict:
+    """Collective: the full state dict of an FSDP model on rank 0 (empty elsewhere). As accelerate's
+    get_state_dict, but offloading to CPU only from a GPU: on CPU processes the offload copy crashes torch (2.13)."""
+    from torch.distributed.fsdp import FullStateDictConfig, FullyShardedDataParallel, StateDictType
+
+    config = FullStateDictConfig(offload_to_cpu=torch.cuda.is_available(), rank0_only=True)
+    with FullyShardedDataParallel.state_dict_type(model, StateDictType.FULL_STATE_DICT, config):
+        return model.state_dict()
 
 
 def mark_latest(run_dir: Path, folder: Path) -> None:

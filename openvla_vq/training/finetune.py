@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import DistributedType, set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, set_seed
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 from tqdm import tqdm
@@ -26,8 +27,9 @@ from openvla_vq.action_tokenizers import ActionTokenizer, ActionTokenizerError, 
 from openvla_vq.data.collator import ActionChunkCollator
 from openvla_vq.data.rlds_dataset import RLDSChunkDataset, dataset_statistics, find_builder
 from openvla_vq.data.specs import dataset_spec
-from openvla_vq.io import write_json
+from openvla_vq.io import CheckpointError, check_safetensors, write_json
 from openvla_vq.model import ImageProcessor, PrismaticVLA, VLAConfig
+from openvla_vq.model.prismatic import check_weight_files
 from openvla_vq.model.text_tokenizer import check_tokenizer_fits_model, load_text_tokenizer
 from openvla_vq.training.checkpoint import latest_checkpoint, load_training_state, save_checkpoint, set_rng_state
 from openvla_vq.training.config import FinetuneConfig
@@ -63,6 +65,7 @@ def preflight(cfg: FinetuneConfig) -> Inputs:
                              f"(e.g. `hf download openvla/openvla-7b --local-dir openvla-7b`) and pass --vla_path DIR")
     try:
         model_config = VLAConfig.from_folder(vla)
+        check_weight_files(vla)
         tokenizer = tokenizer.for_vocab(model_config.base_vocab_size)
         text_tokenizer = load_text_tokenizer(vla)
         check_tokenizer_fits_model(tokenizer, model_config, text_tokenizer.all_special_ids)
@@ -87,6 +90,10 @@ def preflight(cfg: FinetuneConfig) -> Inputs:
     if resume_from is not None:
         if not (resume_from / "dataset_statistics.json").is_file():
             raise PreflightError(f"{resume_from} has no dataset_statistics.json; the checkpoint is incomplete")
+        try:
+            check_safetensors(resume_from / "adapter" / "adapter_model.safetensors")
+        except CheckpointError as e:
+            raise PreflightError(f"{e} (resume from an earlier checkpoint: point {run_dir / 'latest'} at it)") from None
         saved = json.loads((resume_from / "action_tokenizer.json").read_text())
         if saved["fingerprint"] != tokenizer.fingerprint():
             raise PreflightError(f"{resume_from} was trained with tokenizer {saved['name']!r} (different weights); "
@@ -102,25 +109,40 @@ def _params_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def make_accelerator(cfg: FinetuneConfig, run_dir: Path) -> Accelerator:
+    """bf16 on GPU, float32 on CPU. Without a GPU, launched processes form a gloo group; an FSDP launch
+    (`accelerate launch --config_file finetune/accelerate_fsdp*.yaml`) keeps its FSDP settings there too."""
+    cuda = torch.cuda.is_available()
+    log_with = ["tensorboard"] + (["wandb"] if cfg.wandb_project else [])
+    accelerator = Accelerator(cpu=not cuda, gradient_accumulation_steps=cfg.grad_accumulation_steps,
+                              mixed_precision="bf16" if cuda else "no", log_with=log_with, project_dir=str(run_dir))
+    fsdp_launch = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if fsdp_launch and accelerator.distributed_type == DistributedType.MULTI_CPU:
+        # accelerate (1.15) switches FSDP on only for accelerator devices, but torch's FSDP shards over gloo on
+        # CPU processes: the plugin, read from the same FSDP_* variables the launcher set, is switched on here, in
+        # the process-wide state as well (accelerate re-reads it). torch's FSDP wants the device its CPU handle
+        # reports, "cpu", where accelerate says "cpu:0".
+        accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()
+        for state in (accelerator.state, PartialState()):
+            state.distributed_type, state.device = DistributedType.FSDP, torch.device("cpu")
+    return accelerator
+
+
 def finetune(cfg: FinetuneConfig) -> Path:
     """Train; returns the run directory. Raises PreflightError before any step when inputs are wrong."""
     inputs = preflight(cfg)
     cuda = torch.cuda.is_available()
-    log_with = ["tensorboard"] + (["wandb"] if cfg.wandb_project else [])
-    # cpu=True on GPU-less machines: several launched processes then form a MULTI_CPU (gloo) group
-    accelerator = Accelerator(cpu=not cuda, gradient_accumulation_steps=cfg.grad_accumulation_steps,
-                              mixed_precision="bf16" if cuda else "no", log_with=log_with,
-                              project_dir=str(inputs.run_dir))
+    accelerator = make_accelerator(cfg, inputs.run_dir)
     set_seed(cfg.seed)
     tokenizer = inputs.tokenizer.to(accelerator.device)
     text_tokenizer = inputs.text_tokenizer
     model = PrismaticVLA.from_pretrained(cfg.vla_path, dtype=torch.bfloat16 if cuda else torch.float32)
     if cfg.gradient_checkpointing:
-        model.language_model.gradient_checkpointing_enable()
+        model.language_model.activation_checkpointing_enable()
     collator = ActionChunkCollator(text_tokenizer, tokenizer, ImageProcessor(model.vision_backbone),
                                    model.config.pad_token_id, cfg.max_length)
     model = add_lora(model, cfg.lora_rank, cfg.lora_dropout, tuple(filter(None, cfg.train_modules.split(","))))
-    allowed = tokenizer.allowed_id_mask(model.config.text_config["vocab_size"])
+    constraint = tokenizer.decoding_constraint(model.config.text_config["vocab_size"])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, (lambda step: 1.0) if cfg.lr_schedule == "constant" else
                                                   (lambda step: 0.5 * (1 + math.cos(math.pi * min(step, cfg.max_steps) / cfg.max_steps))))
@@ -171,7 +193,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
         bar.update(1)
         if step % cfg.log_steps == 0 or step == cfg.max_steps:
             metrics = action_metrics(out.logits.detach(), unwrapped.base_model.model.expand_labels(batch["labels"]).to(out.logits.device),
-                                     text_tokenizer.eos_token_id, tokenizer, allowed, batch["actions"])
+                                     text_tokenizer.eos_token_id, tokenizer, constraint, batch["actions"])
             metrics["train_loss"] = out.loss.item()
             metrics["samples_per_s"] = window_samples / (time.perf_counter() - window_start)
             window_start, window_samples = time.perf_counter(), 0

@@ -20,13 +20,12 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from safetensors.torch import load_file
 from tqdm import tqdm
 
 from openvla_vq.action_tokenizers import VQActionTokenizer, VQConfig
 from openvla_vq.action_tokenizers.registry import tokenizers_dir
 from openvla_vq.data.rlds_dataset import RLDSChunkDataset
-from openvla_vq.io import atomic_dir
+from openvla_vq.io import CheckpointError, atomic_dir, load_safetensors
 from openvla_vq.training.checkpoint import latest_checkpoint, load_training_state, mark_latest, rng_state, set_rng_state
 
 
@@ -123,9 +122,12 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
                       dead_code_threshold=cfg.dead_code_threshold)
     tokenizer = VQActionTokenizer(config, name=cfg.tokenizer_name)
     if cfg.init_from and not cfg.resume:  # progressive training: start from another tokenizer's weights
-        from openvla_vq.action_tokenizers import load_action_tokenizer
+        from openvla_vq.action_tokenizers import ActionTokenizerError, load_action_tokenizer
 
-        start = load_action_tokenizer(cfg.init_from)
+        try:
+            start = load_action_tokenizer(cfg.init_from)
+        except ActionTokenizerError as e:
+            raise TokenizerTrainingError(f"--init_from {cfg.init_from}: {e}") from None
         try:
             tokenizer.model.load_state_dict(start.model.state_dict())
         except (AttributeError, RuntimeError):
@@ -141,7 +143,10 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     step, stage_index, position = 0, 0, 0
     if cfg.resume:
-        net.load_state_dict(load_file(str(latest / "tokenizer" / "model.safetensors")))
+        try:
+            net.load_state_dict(load_safetensors(latest / "tokenizer" / "model.safetensors"))
+        except CheckpointError as e:
+            raise TokenizerTrainingError(f"--resume: {e}") from None
         state = load_training_state(latest)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
