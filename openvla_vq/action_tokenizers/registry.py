@@ -66,7 +66,15 @@ def tokenizers_dir() -> Path:
 
 
 def registered_names() -> list[str]:
-    return sorted(p.stem for p in tokenizers_dir().glob("*.json"))
+    """Names of the config files that define a tokenizer (tokenizers/mixtures.json, for one, does not)."""
+    names = []
+    for path in sorted(tokenizers_dir().glob("*.json")):
+        try:
+            if "tokenizer" in json.loads(path.read_text()):
+                names.append(path.stem)
+        except json.JSONDecodeError:
+            names.append(path.stem)  # loading it names the broken file
+    return names
 
 
 def registry_entry(name: str) -> dict[str, Any]:

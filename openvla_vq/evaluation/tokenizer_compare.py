@@ -17,6 +17,7 @@ Writes results.json and compare.png.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -153,11 +154,17 @@ def compare(data_root: Path, out: Path, generations: int, limit: int) -> dict:
         except TokenizerWeightsNotFoundError:
             skipped[name] = "weights not available here"
             continue
+        done = out / "per_tokenizer" / f"{name}.json"  # a rerun resumes: finished tokenizers are not measured again
+        key = {"fingerprint": tok.fingerprint(), "generations": generations, "max_chunks": limit}
+        if done.is_file() and json.loads(done.read_text()).get("key") == key:
+            results[name] = json.loads(done.read_text())["result"]
+            continue
         chunks, follows, used = chunks_with_adjacency(data_root, tok.chunk_len, limit)
         print(f"[compare] {name}: {len(chunks)} held-out chunks of {tok.chunk_len} from {used}", flush=True)
         results[name] = {"type": tok.type_name, "chunk_len": tok.chunk_len, "max_ids_per_chunk": tok.tokens_per_chunk,
                          "datasets": used, **reconstruction(tok, chunks, follows),
                          "generation": undecodable_rates(tok, model, text_tokenizer, generations)}
+        write_json(done, {"key": key, "result": results[name]})
     report = {"held_out": [f"{n}:{s}" for n, s in HELD_OUT], "tokenizers": results, "skipped": skipped,
               "random_model": "tiny PrismaticVLA (seed 0), Llama-2 vocabulary (32,000 + <PAD>), greedy decoding"}
     write_json(out / "results.json", report)
