@@ -209,7 +209,7 @@ class ActionTokenizer(ABC):
     def decodable(self, ids: torch.Tensor | np.ndarray) -> torch.Tensor:
         """BoolTensor [B]: rows whose every id belongs to its position (exactly the rows decode() accepts)."""
         ids = torch.as_tensor(ids).long()
-        if ids.ndim != 2 or ids.shape[1] != self.tokens_per_chunk:
+        if ids.ndim != 2 or ids.shape[1] != self.tokens_per_chunk or ids.numel() == 0:
             return torch.zeros(ids.shape[0] if ids.ndim else 0, dtype=torch.bool)
         mask = self.allowed_id_mask(max(int(self.id_table.max()), int(ids.max()), 0) + 1)
         in_range = (ids >= 0) & (ids < mask.shape[1])
