@@ -79,7 +79,6 @@ class VLAPolicy:
         self.last_latency_s = time.perf_counter() - start
         return unnormalize_actions(actions, self.action_stats) if self.action_stats is not None else actions
 
-
     @property
     def ids_per_chunk(self) -> float:
         """Mean ids generated per chunk so far (the end marker included); the tokenizer's length before any query."""
