@@ -210,3 +210,10 @@ class RLDSChunkDataset(torch.utils.data.IterableDataset):
                 if self.load_images:
                     sample.update(image=block["image"][j], instruction=block["instruction"][j].decode())
                 yield sample
+
+
+def read_action_chunks(data_root: str | Path, name: str, chunk_len: int, limit: int, split: str = "train") -> np.ndarray:
+    """One ordered pass over a dataset's normalized action chunks [N, K, D] (at most `limit`), without images."""
+    stream = RLDSChunkDataset(data_root, name, chunk_len=chunk_len, split=split, train=False, load_images=False)
+    chunks = [sample["actions"] for _, sample in zip(range(limit), stream)]
+    return np.stack(chunks).astype(np.float32)

@@ -55,28 +55,24 @@ class Unconstrained(DecodingConstraint):
 
 def chunks_with_adjacency(data_root: Path, chunk_len: int, limit: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Held-out chunks [N, K, D], a mask of chunks that follow the previous one by one step, and the datasets read."""
-    from openvla_vq.data.rlds_dataset import RLDSChunkDataset, find_builder
+    from openvla_vq.data.rlds_dataset import find_builder, read_action_chunks
 
-    chunks, follows, used = [], [], []
+    blocks, follows, used = [], [], []
     for name, split in HELD_OUT:
         try:
             find_builder(data_root, name)
         except FileNotFoundError:
             continue
         used.append(f"{name}:{split}")
-        previous = None
-        for i, sample in enumerate(RLDSChunkDataset(data_root, name, chunk_len=chunk_len, split=split, train=False, load_images=False)):
-            if i >= limit:
-                break
-            a = sample["actions"]
-            # within an episode, chunk t+1 is chunk t shifted by one step (the reader does not mark episodes)
-            follows.append(previous is not None and chunk_len > 1 and np.array_equal(previous[1:], a[:-1]))
-            chunks.append(a)
-            previous = a
-    if not chunks:
+        block = read_action_chunks(data_root, name, chunk_len, limit, split=split)
+        # within an episode, chunk t+1 is chunk t shifted by one step (the reader does not mark episodes)
+        shifted = np.all(block[:-1, 1:] == block[1:, :-1], axis=(1, 2)) if chunk_len > 1 else np.zeros(len(block) - 1, bool)
+        follows.append(np.concatenate([[False], shifted]))
+        blocks.append(block)
+    if not blocks:
         raise FileNotFoundError(f"none of the held-out datasets {[n for n, _ in HELD_OUT]} is under {data_root}: "
                                 f"make synth-maniskill and make libero-data first")
-    return np.stack(chunks).astype(np.float32), np.array(follows), used
+    return np.concatenate(blocks), np.concatenate(follows), used
 
 
 def overlap(a: list[int], b: list[int]) -> float:
@@ -147,7 +143,7 @@ def undecodable_rates(tok: ActionTokenizer, model, text_tokenizer, generations: 
 
 def compare(data_root: Path, out: Path, generations: int, limit: int) -> dict:
     model, text_tokenizer = random_vla()
-    results, skipped = {}, {}
+    results, skipped, held_out = {}, {}, {}
     for name in registered_names():
         try:
             tok = load_action_tokenizer(name)
@@ -159,7 +155,9 @@ def compare(data_root: Path, out: Path, generations: int, limit: int) -> dict:
         if done.is_file() and json.loads(done.read_text()).get("key") == key:
             results[name] = json.loads(done.read_text())["result"]
             continue
-        chunks, follows, used = chunks_with_adjacency(data_root, tok.chunk_len, limit)
+        if tok.chunk_len not in held_out:  # each chunk length is read once, whichever tokenizers share it
+            held_out[tok.chunk_len] = chunks_with_adjacency(data_root, tok.chunk_len, limit)
+        chunks, follows, used = held_out[tok.chunk_len]
         print(f"[compare] {name}: {len(chunks)} held-out chunks of {tok.chunk_len} from {used}", flush=True)
         results[name] = {"type": tok.type_name, "chunk_len": tok.chunk_len, "max_ids_per_chunk": tok.tokens_per_chunk,
                          "datasets": used, **reconstruction(tok, chunks, follows),

@@ -16,6 +16,7 @@ import numpy as np
 
 from openvla_vq.action_tokenizers.fast import FastActionTokenizer, FastConfig, dct_symbols, train_bpe
 from openvla_vq.action_tokenizers.registry import tokenizers_dir
+from openvla_vq.data.rlds_dataset import read_action_chunks
 from openvla_vq.training.train_tokenizer import TokenizerTrainingError, check_stages, mixture_stages
 
 
@@ -31,26 +32,13 @@ class FastTrainConfig:
     max_chunks_per_dataset: int = 200_000
 
 
-def read_chunks(data_root: Path, datasets: list[str], chunk_len: int, limit: int, split: str = "train") -> np.ndarray:
-    """Normalized action chunks [N, K, D] of each dataset in order, at most `limit` per dataset."""
-    from openvla_vq.data.rlds_dataset import RLDSChunkDataset
-
-    chunks = []
-    for name in datasets:
-        stream = RLDSChunkDataset(data_root, name, chunk_len=chunk_len, split=split, train=False, load_images=False)
-        for i, sample in enumerate(stream):
-            if i >= limit:
-                break
-            chunks.append(sample["actions"])
-    return np.stack(chunks).astype(np.float32)
-
-
 def train_fast(cfg: FastTrainConfig) -> Path:
     stages = mixture_stages(cfg.mixture)
     check_stages(cfg.data_root_dir, cfg.mixture, stages[-1:])
     datasets = [name for name, _ in stages[-1]["datasets"]]
     start = time.perf_counter()
-    chunks = read_chunks(cfg.data_root_dir, datasets, cfg.chunk_len, cfg.max_chunks_per_dataset)
+    chunks = np.concatenate([read_action_chunks(cfg.data_root_dir, name, cfg.chunk_len, cfg.max_chunks_per_dataset)
+                             for name in datasets])
     symbols = dct_symbols(chunks, cfg.scale)
     low, high = int(symbols.min()), int(symbols.max())
     config = FastConfig(chunk_len=cfg.chunk_len, action_dim=chunks.shape[-1], scale=cfg.scale, bpe_vocab_size=cfg.bpe_vocab_size,
