@@ -78,14 +78,14 @@ def parse_args(argv: list[str] | None, defaults: dict | None = None) -> argparse
     parser.add_argument("--data_root_dir", type=Path, default=Path("data/rlds/learn-libero"))
     parser.add_argument("--assets_dir", default=str(REPO.parent / "shared" / "libero90-assets" / "assets"))
     parser.add_argument("--tasks", default="0,47,51,56", help=f"LIBERO-90 tasks with an expert: {EXPERT_TASKS}")
-    parser.add_argument("--episodes_per_task", type=int, default=2, help="expert demonstrations per task")
+    parser.add_argument("--episodes_per_task", type=int, default=4, help="expert demonstrations per task")
     parser.add_argument("--tokenizers", default="binning,vq_m,vq_m+l")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--learning_rate", type=float, default=3e-3)
     parser.add_argument("--tokenizer_steps", type=int, default=500, help="+L stage steps")
-    parser.add_argument("--trained_trials", type=int, default=2, help="per task, from the demonstrations' starting states")
-    parser.add_argument("--protocol_trials", type=int, default=2, help="per task, LIBERO's fixed init states 0..n-1")
+    parser.add_argument("--trained_trials", type=int, default=4, help="per task, from the demonstrations' starting states")
+    parser.add_argument("--protocol_trials", type=int, default=4, help="per task, LIBERO's fixed init states 0..n-1")
     parser.add_argument("--eval_max_steps", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--videos", type=int, default=4, help="MP4s copied into the report")
@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
         cmd = [py, "eval/libero90.py", "--checkpoint", runs[tok]["checkpoint"], "--tasks", args.tasks, "--trials", str(trials),
                "--max_steps", str(args.eval_max_steps), "--out_dir", str(out / "eval" / f"{tok}-{which}"),
                "--assets_dir", args.assets_dir, "--envs_per_process", "2", "--videos_per_task", "1"]
-        if which == "trained":
-            cmd += ["--init_states_file", str(dataset_folder / "init_states.npz")]
+        if which == "trained":  # the executed actions are kept to find where each replay leaves its demonstration
+            cmd += ["--init_states_file", str(dataset_folder / "init_states.npz"), "--save_actions", "true"]
         _run(cmd, env=libero_env)
         return {"results": str(out / "eval" / f"{tok}-{which}" / "results.json")}
 
@@ -171,10 +171,13 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
     for tok in tokenizers:
         for which in ("trained", "protocol"):
             stages.run(f"5_eval_{tok}_{which}", lambda tok=tok, which=which: evaluate(tok, which),
-                       key=f"{keys[tok]}/{args.trained_trials}/{args.protocol_trials}/{args.eval_max_steps}",
+                       key=f"{keys[tok]}/{args.trained_trials}/{args.protocol_trials}/{args.eval_max_steps}"
+                           + ("/actions" if which == "trained" else ""),
                        folders=(out / "eval" / f"{tok}-{which}",))
     diagnostics = {tok: stages.run(f"6_diagnostics_{tok}", lambda tok=tok: diagnose(Path(runs[tok]["checkpoint"]), data),
                                    key=keys[tok]) for tok in tokenizers}
+    for tok in tokenizers:
+        diagnostics[tok] = {**diagnostics[tok], "replays": replays(out / "eval" / f"{tok}-trained", data)}
     return write_learning_report(args.report, out, tokenizers, experts, diagnostics, stages.times(), args.videos)
 
 
@@ -186,6 +189,29 @@ def vq_m_architecture() -> list[str]:
     return ["--block_out_channels", json.dumps(cfg["block_out_channels"]), "--layers_per_block", str(cfg["layers_per_block"]),
             "--norm_groups", str(cfg["norm_groups"]), "--latent_dim", str(cfg["latent_dim"]),
             "--codebook_update", cfg["codebook_update"], "--ema_decay", str(cfg["ema_decay"])]
+
+
+def replays(eval_dir: Path, data_root: Path) -> list[dict]:
+    """Per trained-state episode: how long closed loop followed its own demonstration (see `followed_steps`)."""
+    import numpy as np
+
+    from openvla_vq.evaluation.learning_report import followed_steps
+    from openvla_vq.evaluation.records import read_records
+
+    generation = json.loads((data_root / DATASET / "1.0.0" / "generation_report.json").read_text())
+    work = data_root / ".episodes" / f"{DATASET}-{generation['expert_version']}"
+    demos: dict[int, list[str]] = {}  # per task in dataset order, as init_states.npz and the eval's trials
+    for row in generation["attempts"]:
+        if row["success"]:
+            demos.setdefault(row["task_index"], []).append(row["file"])
+    rows = []
+    for record in sorted(read_records(eval_dir / "episodes"), key=lambda r: (r["task"], r["trial"])):
+        executed = np.load(eval_dir / "actions" / f"task{record['task']:02d}_trial{record['trial']:02d}.npy")
+        with np.load(work / demos[record["task"]][record["trial"]]) as z:
+            demo = z["actions"]
+        rows.append({"task": record["task"], "trial": record["trial"], "success": record["success"],
+                     **followed_steps(executed, demo)})
+    return rows
 
 
 def diagnose(checkpoint: Path, data_root: Path, max_frames: int = 512) -> dict:

@@ -27,3 +27,26 @@ def test_stages_are_reused_and_a_changed_key_redoes_the_stage_from_scratch(tmp_p
     record = json.loads((tmp_path / "stages" / "4_finetune_vq_m.json").read_text())
     assert record["key"] == "weights-2" and record["wall_s"] >= 0
     assert list(stages.times()) == ["4_finetune_vq_m"]
+
+
+def test_a_replay_follows_its_demonstration_until_an_action_first_differs():
+    import numpy as np
+
+    from openvla_vq.evaluation.learning_report import followed_steps
+
+    demo = np.zeros((40, 7))
+    demo[:, 0] = np.linspace(-1, 1, 40)
+    demo[:, 6] = np.where(np.arange(40) < 20, -1.0, 1.0)  # the gripper closes at step 20
+    assert followed_steps(demo.copy(), demo) == {"followed": 40, "demo_steps": 40, "demo_gripper_closed_there": True}
+
+    nudged = demo.copy()
+    nudged[:, 2] += 0.05  # a constant offset inside the tolerance is still the demonstration
+    nudged[12, 4] += 0.3  # one rotation off by 0.3 at step 12
+    assert followed_steps(nudged, demo) == {"followed": 12, "demo_steps": 40, "demo_gripper_closed_there": False}
+
+    late_grasp = demo.copy()
+    late_grasp[20:23, 6] = -1.0  # keeps the fingers open three steps too long
+    assert followed_steps(late_grasp, demo)["followed"] == 20
+
+    stalled = demo[:25].copy()  # an episode cut short (the evaluation ended) follows as far as it went
+    assert followed_steps(stalled, demo) == {"followed": 25, "demo_steps": 40, "demo_gripper_closed_there": True}

@@ -124,3 +124,25 @@ def test_collator_builds_openvla_batches(data, kind):
     ids = tok.encode(batch["actions"])
     for i in range(4):
         assert batch["labels"][i][supervised[i]].tolist() == ids[i].tolist() + [text.eos_token_id]
+
+
+def test_a_dataset_rewritten_from_other_episodes_is_read_with_its_new_actions_and_statistics(tmp_path):
+    """tfds keeps an existing dataset; `overwrite` (used by the expert generator, whose attempts change with the
+    expert) must replace the episodes and drop the cached statistics of the old ones."""
+    from openvla_vq.data.rlds_writer import libero_episode, write_rlds
+    from rlds_fixtures import episode_arrays
+
+    def write(seed: int, overwrite: bool) -> np.ndarray:
+        a = episode_arrays(seed, 10)
+        write_rlds(tmp_path, "libero_90_no_noops", [libero_episode(a["images"], a["wrist"], a["states"], a["joints"],
+                                                                   a["actions"], a["instruction"], "e0")], overwrite=overwrite)
+        return a["actions"]
+
+    def statistics() -> dict:
+        return RLDSChunkDataset(tmp_path, "libero_90_no_noops", chunk_len=1, train=False, split="all").statistics
+
+    first = write(1, overwrite=False)
+    write(2, overwrite=False)  # kept as it was
+    np.testing.assert_allclose(statistics()["action"]["q99"][:6], np.quantile(first[:, :6], 0.99, axis=0), rtol=1e-5)
+    second = write(2, overwrite=True)
+    np.testing.assert_allclose(statistics()["action"]["q99"][:6], np.quantile(second[:, :6], 0.99, axis=0), rtol=1e-5)

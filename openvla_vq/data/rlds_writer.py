@@ -38,8 +38,11 @@ def libero_features(image_size: int = 256):
 
 
 def write_rlds(root: str | Path, name: str, episodes: Iterable[dict], features=None, version: str = "1.0.0",
-               description: str = "") -> Path:
-    """Write `episodes` (dicts matching `features`) to root/name/version; returns that folder."""
+               description: str = "", overwrite: bool = False) -> Path:
+    """Write `episodes` (dicts matching `features`) to root/name/version; returns that folder.
+
+    tfds keeps a dataset that already exists as it is (and `episodes` is never read); `overwrite` deletes it first,
+    with everything else in its folder, so a dataset rebuilt from other episodes is never the old one."""
 
     class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         VERSION = tfds.core.Version(version)
@@ -57,7 +60,9 @@ def write_rlds(root: str | Path, name: str, episodes: Iterable[dict], features=N
 
     _Builder.name = name
     builder = _Builder(data_dir=str(root))
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False))
+    modes = tfds.download.GenerateMode
+    mode = modes.FORCE_REDOWNLOAD if overwrite else modes.REUSE_DATASET_IF_EXISTS
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(verify_ssl=False, download_mode=mode))
     return Path(builder.data_dir)
 
 

@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from openvla_vq.evaluation.report import wilson_interval
 from openvla_vq.io import atomic_file, save_figure, write_json
 
@@ -29,6 +31,23 @@ def training_curve(run_dir: Path) -> dict[str, list]:
 def _counts(summary: dict) -> dict:
     return {"episodes": summary["episodes"], "successes": summary["successes"],
             "wilson95": [round(x, 4) for x in wilson_interval(summary["successes"], summary["episodes"])]}
+
+
+REPLAY_TOLERANCE = 0.1  # per arm dimension, in LIBERO's action units (1.0 = 5 cm or 0.5 rad per step)
+
+
+def followed_steps(executed: np.ndarray, demo: np.ndarray, tolerance: float = REPLAY_TOLERANCE) -> dict:
+    """How long a closed-loop episode from a demonstration's own start kept doing what the demonstration did: steps
+    until an executed action first differs from the demonstrated one at the same step (an arm dimension by more than
+    `tolerance`, or the gripper's sign), out of the demonstration's length, and whether the demonstration's gripper
+    was closed there (pick-and-place: before the grasp, or while carrying)."""
+    steps = min(len(executed), len(demo))
+    arm_off = np.abs(executed[:steps, :6] - demo[:steps, :6]).max(axis=1) > tolerance
+    grip_off = np.sign(executed[:steps, 6]) != np.sign(demo[:steps, 6])
+    parted = np.flatnonzero(arm_off | grip_off)
+    followed = int(parted[0]) if len(parted) else steps
+    return {"followed": followed, "demo_steps": int(len(demo)),
+            "demo_gripper_closed_there": bool(demo[min(followed, len(demo) - 1), 6] > 0)}
 
 
 def write_learning_report(report: Path, out: Path, tokenizers: list[str], experts: dict, diagnostics: dict,
@@ -82,6 +101,18 @@ def _markdown(results: dict) -> str:
         for key in STATE_SETS.values():
             lines.append(f"| {tok} | {key} | " + " | ".join(f"{v['successes']}/{v['episodes']}" for v in run[key]["tasks"].values())
                          + " |")
+    lines += ["", "## Where replays leave their demonstration (trained states)", "",
+              f"Steps until an executed action first differs from the demonstration's at the same step (an arm dimension "
+              f"by more than {REPLAY_TOLERANCE}, or the gripper's sign), as a share of the demonstration's length.", "",
+              "| tokenizer | successes: median share followed | failures: median share followed | failures parting with "
+              "the demonstration's gripper open / closed |", "|---|---|---|---|"]
+    for tok, run in results["runs"].items():
+        replays = run["diagnostics"].get("replays", [])
+        shares = {ok: [r["followed"] / r["demo_steps"] for r in replays if r["success"] == ok] for ok in (True, False)}
+        failed = [r for r in replays if not r["success"]]
+        closed = sum(r["demo_gripper_closed_there"] for r in failed)
+        cells = [f"{np.median(v):.2f} ({len(v)})" if v else "-" for v in (shares[True], shares[False])]
+        lines.append(f"| {tok} | {cells[0]} | {cells[1]} | {len(failed) - closed} / {closed} |")
     lines += ["", "## Stage wall time (s)", ""] + [f"- {k}: {v}" for k, v in results["stage_wall_s"].items()]
     return "\n".join(lines) + "\n"
 

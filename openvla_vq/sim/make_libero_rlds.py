@@ -163,7 +163,7 @@ def assemble(out: Path, tasks: list[int], episodes_per_task: int, name: str = DA
                 yield libero_episode(z["images"], z["wrist_images"], z["states"], z["joint_states"], z["actions"],
                                      str(z["instruction"]), f"libero_90/task{row['task_index']}/seed{row['seed']}")
 
-    folder = write_rlds(out, name, episodes(), description=__doc__)
+    folder = write_rlds(out, name, episodes(), description=__doc__, overwrite=True)  # the attempts may have changed
     starts = {}
     for t in tasks:  # per task, in dataset order: states, and the fixture layouts the states do not hold
         attempts = [np.load(work / r["file"]) for r in kept if r["task_index"] == t]
