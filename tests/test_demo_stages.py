@@ -50,3 +50,15 @@ def test_a_replay_follows_its_demonstration_until_an_action_first_differs():
 
     stalled = demo[:25].copy()  # an episode cut short (the evaluation ended) follows as far as it went
     assert followed_steps(stalled, demo) == {"followed": 25, "demo_steps": 40, "demo_gripper_closed_there": True}
+
+
+def test_success_plots_accept_every_count_whose_wilson_bound_rounds_past_the_rate(tmp_path):
+    """At 0/n and n/n the Wilson bound equals the rate up to rounding; a negative error bar crashed the plot."""
+    from openvla_vq.evaluation.report import plot_success, wilson_interval
+
+    bars = {}
+    for n in range(1, 60):
+        for k in (0, n):
+            bars[f"{k}/{n}"] = {"success_rate": k / n, "wilson95": list(wilson_interval(k, n))}
+    plot_success(tmp_path / "success.png", bars, title="all counts")
+    assert (tmp_path / "success.png").stat().st_size > 0

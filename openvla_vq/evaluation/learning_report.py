@@ -147,8 +147,8 @@ def _plot_success(path: Path, runs: dict) -> None:
     for i, (tok, run) in enumerate(runs.items()):
         keys = list(STATE_SETS.values())
         rates = np.array([run[k]["successes"] / max(1, run[k]["episodes"]) for k in keys])
-        low = rates - np.array([run[k]["wilson95"][0] for k in keys])
-        high = np.array([run[k]["wilson95"][1] for k in keys]) - rates
+        low = np.clip(rates - np.array([run[k]["wilson95"][0] for k in keys]), 0, None)  # 0/n: rounding
+        high = np.clip(np.array([run[k]["wilson95"][1] for k in keys]) - rates, 0, None)
         ax.bar(np.arange(len(keys)) + i * width, rates, width, yerr=[low, high], capsize=3, label=tok)
     ax.set_xticks(np.arange(len(STATE_SETS)) + width * (len(runs) - 1) / 2, list(STATE_SETS.values()))
     ax.set_ylim(0, 1)

@@ -106,8 +106,9 @@ def plot_success(path: Path, bars: dict[str, dict], title: str) -> None:
 
     names = list(bars)
     rates = np.array([bars[n]["success_rate"] for n in names])
-    low = rates - np.array([bars[n]["wilson95"][0] for n in names])
-    high = np.array([bars[n]["wilson95"][1] for n in names]) - rates
+    # the Wilson bounds of 0/n or n/n equal the rate up to rounding, which matplotlib rejects as negative
+    low = np.clip(rates - np.array([bars[n]["wilson95"][0] for n in names]), 0, None)
+    high = np.clip(np.array([bars[n]["wilson95"][1] for n in names]) - rates, 0, None)
     fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(names) + 2), 3.5))
     ax.bar(range(len(names)), rates, yerr=[low, high], capsize=3, color="tab:blue")
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
