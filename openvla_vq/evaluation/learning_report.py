@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from openvla_vq.evaluation.report import wilson_interval
+from openvla_vq.evaluation.report import wilson_error_bars, wilson_interval
 from openvla_vq.io import atomic_file, save_figure, write_json
 
 STATE_SETS = {"trained": "trained_states", "protocol": "protocol_states"}
@@ -140,16 +140,14 @@ def _plot_success(path: Path, runs: dict) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     width = 0.8 / max(1, len(runs))
     for i, (tok, run) in enumerate(runs.items()):
         keys = list(STATE_SETS.values())
         rates = np.array([run[k]["successes"] / max(1, run[k]["episodes"]) for k in keys])
-        low = np.clip(rates - np.array([run[k]["wilson95"][0] for k in keys]), 0, None)  # 0/n: rounding
-        high = np.clip(np.array([run[k]["wilson95"][1] for k in keys]) - rates, 0, None)
-        ax.bar(np.arange(len(keys)) + i * width, rates, width, yerr=[low, high], capsize=3, label=tok)
+        ax.bar(np.arange(len(keys)) + i * width, rates, width, yerr=wilson_error_bars(rates, [run[k]["wilson95"] for k in keys]),
+               capsize=3, label=tok)
     ax.set_xticks(np.arange(len(STATE_SETS)) + width * (len(runs) - 1) / 2, list(STATE_SETS.values()))
     ax.set_ylim(0, 1)
     ax.set_ylabel("success (Wilson 95%)")

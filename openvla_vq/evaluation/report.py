@@ -98,6 +98,13 @@ def write_report(out: Path, cfg, wanted: list[tuple[int, int]], policy, info: di
     return results
 
 
+def wilson_error_bars(rates: np.ndarray, intervals: list) -> list[np.ndarray]:
+    """[below, above] each rate for matplotlib's `yerr`. At 0/n and n/n the Wilson bound equals the rate up to
+    rounding, which matplotlib would reject as a negative bar."""
+    bounds = np.asarray(intervals, dtype=float).reshape(-1, 2)
+    return [np.clip(rates - bounds[:, 0], 0, None), np.clip(bounds[:, 1] - rates, 0, None)]
+
+
 def plot_success(path: Path, bars: dict[str, dict], title: str) -> None:
     import matplotlib
 
@@ -106,11 +113,9 @@ def plot_success(path: Path, bars: dict[str, dict], title: str) -> None:
 
     names = list(bars)
     rates = np.array([bars[n]["success_rate"] for n in names])
-    # the Wilson bounds of 0/n or n/n equal the rate up to rounding, which matplotlib rejects as negative
-    low = np.clip(rates - np.array([bars[n]["wilson95"][0] for n in names]), 0, None)
-    high = np.clip(np.array([bars[n]["wilson95"][1] for n in names]) - rates, 0, None)
     fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(names) + 2), 3.5))
-    ax.bar(range(len(names)), rates, yerr=[low, high], capsize=3, color="tab:blue")
+    ax.bar(range(len(names)), rates, yerr=wilson_error_bars(rates, [bars[n]["wilson95"] for n in names]), capsize=3,
+           color="tab:blue")
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_ylabel("success rate (Wilson 95%)")
