@@ -24,7 +24,7 @@ N             ?= 200
 help:
 	@echo "make test              set up .venv if needed, run the test suite"
 	@echo "make demo              experts -> tiny VLA from scratch (binning, vq_m) -> closed-loop LIBERO success, ~20 min on CPU"
-	@echo "make learn-libero      the same at report size: 4 expert tasks x 4 demos, binning / vq_m / vq_m+l -> reports/learn-libero/"
+	@echo "make learn-libero      the same at report size: 4 expert tasks x 3 demos, binning / vq_m / vq_m+l -> reports/learn-libero/"
 	@echo "make bench-tokenizers  encode+decode throughput, binning vs VQ, batch 1024 on CPU"
 	@echo "make bench-inference   actions/s of predict_action, binning vs VQ on one backbone"
 	@echo "make bench-data        fine-tuning data samples/s next to a plain tf.data baseline"
@@ -55,7 +55,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m openvla_vq.demo --data_root_dir $(DATA)/demo --assets_dir $(LIBERO_ASSETS)
 
-# about 1 hour on 2 idle cores (three 3,000-step fine-tunes, six evaluations); every stage is reused on a rerun (runs/learn-libero/stages/)
+# about 1.7 hours on 2 idle cores (three 5,000-step fine-tunes, six evaluations); every stage is reused on a rerun (runs/learn-libero/stages/)
 learn-libero: $(STAMP)
 	$(PY) -m openvla_vq.learn_libero --data_root_dir $(DATA)/learn-libero --assets_dir $(LIBERO_ASSETS) --report reports/learn-libero
 
