@@ -207,10 +207,13 @@ def replays(eval_dir: Path, data_root: Path) -> list[dict]:
     rows = []
     for record in sorted(read_records(eval_dir / "episodes"), key=lambda r: (r["task"], r["trial"])):
         executed = np.load(eval_dir / "actions" / f"task{record['task']:02d}_trial{record['trial']:02d}.npy")
-        with np.load(work / demos[record["task"]][record["trial"]]) as z:
-            demo = z["actions"]
+        task_demos = []
+        for file in demos[record["task"]]:
+            with np.load(work / file) as z:
+                task_demos.append(z["actions"])
+        demo, others = task_demos[record["trial"]], task_demos[:record["trial"]] + task_demos[record["trial"] + 1:]
         rows.append({"task": record["task"], "trial": record["trial"], "success": record["success"],
-                     **followed_steps(executed, demo)})
+                     **followed_steps(executed, demo, others)})
     return rows
 
 
@@ -244,7 +247,25 @@ def diagnose(checkpoint: Path, data_root: Path, max_frames: int = 512) -> dict:
     per_dim = (recon - actions).abs().mean(dim=(0, 1))
     return {"frames": len(samples), "tokenizer_recon_l1": float((recon - actions).abs().mean()),
             "tokenizer_recon_l1_per_dim": [round(float(x), 5) for x in per_dim],
-            "greedy_token_accuracy": accuracy, "predicted_action_l1": l1}
+            "greedy_token_accuracy": accuracy, "predicted_action_l1": l1, **token_predictability(ids, inside)}
+
+
+def token_predictability(ids: "torch.Tensor", inside: "torch.Tensor") -> dict:
+    """How hard the gold tokens are to predict from frames that look alike: the entropy of each token position over
+    the frames (bits, averaged over positions) and how often a frame's token equals the next frame's at the same
+    position (frames in dataset order, so neighbours are consecutive steps of one demonstration)."""
+    import numpy as np
+
+    entropies = []
+    for position in range(ids.shape[1]):
+        _, counts = np.unique(ids[inside[:, position], position].numpy(), return_counts=True)
+        if not len(counts):  # past every sequence's end
+            continue
+        p = counts / counts.sum()
+        entropies.append(float(-(p * np.log2(p)).sum()))
+    both = inside[1:] & inside[:-1]
+    same = (ids[1:] == ids[:-1])[both].float().mean().item()
+    return {"token_entropy_bits": float(np.mean(entropies)), "same_token_as_next_frame": same}
 
 
 if __name__ == "__main__":

@@ -37,19 +37,29 @@ def test_a_replay_follows_its_demonstration_until_an_action_first_differs():
     demo = np.zeros((40, 7))
     demo[:, 0] = np.linspace(-1, 1, 40)
     demo[:, 6] = np.where(np.arange(40) < 20, -1.0, 1.0)  # the gripper closes at step 20
-    assert followed_steps(demo.copy(), demo) == {"followed": 40, "demo_steps": 40, "demo_gripper_closed_there": True}
+    assert followed_steps(demo.copy(), demo) == {"followed": 40, "demo_steps": 40, "demo_gripper_closed_there": True,
+                                                 "onto_other_demonstration": False}
 
     nudged = demo.copy()
     nudged[:, 2] += 0.05  # a constant offset inside the tolerance is still the demonstration
     nudged[12, 4] += 0.3  # one rotation off by 0.3 at step 12
-    assert followed_steps(nudged, demo) == {"followed": 12, "demo_steps": 40, "demo_gripper_closed_there": False}
+    assert followed_steps(nudged, demo) == {"followed": 12, "demo_steps": 40, "demo_gripper_closed_there": False,
+                                            "onto_other_demonstration": False}
 
     late_grasp = demo.copy()
     late_grasp[20:23, 6] = -1.0  # keeps the fingers open three steps too long
     assert followed_steps(late_grasp, demo)["followed"] == 20
 
     stalled = demo[:25].copy()  # an episode cut short (the evaluation ended) follows as far as it went
-    assert followed_steps(stalled, demo) == {"followed": 25, "demo_steps": 40, "demo_gripper_closed_there": True}
+    assert followed_steps(stalled, demo) == {"followed": 25, "demo_steps": 40, "demo_gripper_closed_there": True,
+                                             "onto_other_demonstration": False}
+
+    other = demo.copy()
+    other[5:, 1] = 0.5  # another demonstration of the task turns away at step 5
+    switched = np.concatenate([demo[:5], other[5:]])  # the replay does what the other one did
+    assert followed_steps(switched, demo, [other])["followed"] == 5
+    assert followed_steps(switched, demo, [other])["onto_other_demonstration"] is True
+    assert followed_steps(switched, demo, [demo + 0.3])["onto_other_demonstration"] is False
 
 
 def test_success_plots_accept_every_count_whose_wilson_bound_rounds_past_the_rate(tmp_path):
@@ -62,3 +72,17 @@ def test_success_plots_accept_every_count_whose_wilson_bound_rounds_past_the_rat
             bars[f"{k}/{n}"] = {"success_rate": k / n, "wilson95": list(wilson_interval(k, n))}
     plot_success(tmp_path / "success.png", bars, title="all counts")
     assert (tmp_path / "success.png").stat().st_size > 0
+
+
+def test_token_predictability_counts_bits_and_tokens_kept_between_neighbouring_frames():
+    """Position 0 cycles through four codes (2 bits, never kept), position 1 is constant (0 bits, always kept),
+    position 2 lies past every sequence's end and is not counted."""
+    import torch
+
+    from openvla_vq.learn_libero import token_predictability
+
+    ids = torch.tensor([[i % 4, 9, 0] for i in range(8)])
+    inside = torch.tensor([[True, True, False]] * 8)
+    got = token_predictability(ids, inside)
+    assert got["token_entropy_bits"] == 1.0  # mean of 2 bits and 0 bits
+    assert got["same_token_as_next_frame"] == 0.5  # 7 pairs at position 0 all change, 7 at position 1 all stay

@@ -36,18 +36,28 @@ def _counts(summary: dict) -> dict:
 REPLAY_TOLERANCE = 0.1  # per arm dimension, in LIBERO's action units (1.0 = 5 cm or 0.5 rad per step)
 
 
-def followed_steps(executed: np.ndarray, demo: np.ndarray, tolerance: float = REPLAY_TOLERANCE) -> dict:
+def _matches(action: np.ndarray, demonstrated: np.ndarray, tolerance: float) -> np.ndarray:
+    """Which rows of `action` are the demonstrated ones: every arm dimension within `tolerance`, the same gripper sign."""
+    return (np.abs(action[..., :6] - demonstrated[..., :6]).max(axis=-1) <= tolerance) & \
+        (np.sign(action[..., 6]) == np.sign(demonstrated[..., 6]))
+
+
+def followed_steps(executed: np.ndarray, demo: np.ndarray, others: list[np.ndarray] = (),
+                   tolerance: float = REPLAY_TOLERANCE) -> dict:
     """How long a closed-loop episode from a demonstration's own start kept doing what the demonstration did: steps
     until an executed action first differs from the demonstrated one at the same step (an arm dimension by more than
-    `tolerance`, or the gripper's sign), out of the demonstration's length, and whether the demonstration's gripper
-    was closed there (pick-and-place: before the grasp, or while carrying)."""
+    `tolerance`, or the gripper's sign), out of the demonstration's length; whether the demonstration's gripper was
+    closed there (pick-and-place: before the grasp, or while carrying); and whether the action taken there is what
+    one of the `others` (the task's other demonstrations) did at that step: a policy that cannot tell its starts
+    apart replays the wrong demonstration."""
     steps = min(len(executed), len(demo))
-    arm_off = np.abs(executed[:steps, :6] - demo[:steps, :6]).max(axis=1) > tolerance
-    grip_off = np.sign(executed[:steps, 6]) != np.sign(demo[:steps, 6])
-    parted = np.flatnonzero(arm_off | grip_off)
+    parted = np.flatnonzero(~_matches(executed[:steps], demo[:steps], tolerance))
     followed = int(parted[0]) if len(parted) else steps
+    onto_other = followed < steps and any(followed < len(o) and _matches(executed[followed], o[followed], tolerance)
+                                          for o in others)
     return {"followed": followed, "demo_steps": int(len(demo)),
-            "demo_gripper_closed_there": bool(demo[min(followed, len(demo) - 1), 6] > 0)}
+            "demo_gripper_closed_there": bool(demo[min(followed, len(demo) - 1), 6] > 0),
+            "onto_other_demonstration": bool(onto_other)}
 
 
 def write_learning_report(report: Path, out: Path, tokenizers: list[str], experts: dict, diagnostics: dict,
@@ -94,6 +104,14 @@ def _markdown(results: dict) -> str:
         d = run["diagnostics"]
         lines.append(f"| {tok} | {cells[0]} | {cells[1]} | {run['trained_states']['actions_per_s']:.1f} | "
                      f"{run['tokens_per_action']:.2f} | {d['greedy_token_accuracy']:.3f} | {d['tokenizer_recon_l1']:.4f} |")
+    lines += ["", "## How predictable the tokens are (the demonstrations' chunks)", "",
+              "A model that sees nearly the same image at consecutive steps learns tokens that stay put between them; "
+              "tokens spread over many codes that change from step to step are harder to learn from few frames.", "",
+              "| tokenizer | entropy per token position (bits) | same token as the next frame |", "|---|---|---|"]
+    for tok, run in results["runs"].items():
+        d = run["diagnostics"]
+        if "token_entropy_bits" in d:
+            lines.append(f"| {tok} | {d['token_entropy_bits']:.2f} | {d['same_token_as_next_frame']:.2f} |")
     lines += ["", "## Per task (successes / episodes)", "",
               "| tokenizer | states | " + " | ".join(next(iter(results["runs"].values()))["trained_states"]["tasks"]) + " |",
               "|---|---|" + "---|" * len(next(iter(results["runs"].values()))["trained_states"]["tasks"])]
@@ -105,14 +123,16 @@ def _markdown(results: dict) -> str:
               f"Steps until an executed action first differs from the demonstration's at the same step (an arm dimension "
               f"by more than {REPLAY_TOLERANCE}, or the gripper's sign), as a share of the demonstration's length.", "",
               "| tokenizer | successes: median share followed | failures: median share followed | failures parting with "
-              "the demonstration's gripper open / closed |", "|---|---|---|---|"]
+              "the demonstration's gripper open / closed | failures parting onto another demonstration of the task (its "
+              "action at that step) |", "|---|---|---|---|---|"]
     for tok, run in results["runs"].items():
         replays = run["diagnostics"].get("replays", [])
         shares = {ok: [r["followed"] / r["demo_steps"] for r in replays if r["success"] == ok] for ok in (True, False)}
         failed = [r for r in replays if not r["success"]]
         closed = sum(r["demo_gripper_closed_there"] for r in failed)
         cells = [f"{np.median(v):.2f} ({len(v)})" if v else "-" for v in (shares[True], shares[False])]
-        lines.append(f"| {tok} | {cells[0]} | {cells[1]} | {len(failed) - closed} / {closed} |")
+        onto_other = sum(r.get("onto_other_demonstration", False) for r in failed)
+        lines.append(f"| {tok} | {cells[0]} | {cells[1]} | {len(failed) - closed} / {closed} | {onto_other} / {len(failed)} |")
     lines += ["", "## Stage wall time (s)", ""] + [f"- {k}: {v}" for k, v in results["stage_wall_s"].items()]
     return "\n".join(lines) + "\n"
 

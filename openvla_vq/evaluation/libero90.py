@@ -40,6 +40,9 @@ class EvalConfig:
     cameras: str = "agentview"  # rendered cameras; the policy reads agentview (more only costs time)
     videos_per_task: int = 1  # MP4s of the first N trials of each task
     save_actions: bool = False  # the executed actions of every episode, actions/task<i>_trial<n>.npy (env space)
+    # the image each episode's first query gave the model (after preprocessing), inputs/task<i>_trial<n>.png: from a
+    # training demonstration's start it must be that demonstration's first training image, pixel for pixel
+    save_first_inputs: bool = False
     assets_dir: str | None = None  # default $LIBERO_ASSETS, else hf-libero's own
     out_dir: Path = Path("eval_runs/latest")
     unnorm_key: str | None = None
@@ -61,6 +64,7 @@ class Episode:
     done: bool = False
     frames: list = field(default_factory=list)
     actions: list = field(default_factory=list)
+    first_input: np.ndarray | None = None
 
 
 class EvalInputError(ValueError):
@@ -147,6 +151,11 @@ def run_eval(cfg: EvalConfig) -> Path:
             (out / "actions").mkdir(parents=True, exist_ok=True)
             with atomic_file(out / "actions" / f"task{ep.task:02d}_trial{ep.trial:02d}.npy", "wb") as f:
                 np.save(f, np.asarray(ep.actions, np.float32).reshape(-1, 7))
+        if cfg.save_first_inputs and ep.first_input is not None:
+            import imageio.v3 as iio
+
+            with atomic_file(out / "inputs" / f"task{ep.task:02d}_trial{ep.trial:02d}.png", "wb") as f:
+                iio.imwrite(f, ep.first_input, extension=".png")
         if ep.frames:
             save_video(out / "videos" / f"task{ep.task:02d}_trial{ep.trial:02d}_{'success' if ep.done else 'failure'}.mp4", ep.frames)
         record = {"task": ep.task, "trial": ep.trial, "instruction": ep.instruction, "success": ep.done and error is None,
@@ -192,6 +201,8 @@ def run_eval(cfg: EvalConfig) -> Path:
             share = (time.perf_counter() - start) / len(slots)
             for i, slot in enumerate(slots):
                 ep = active[slot]
+                if ep.queries == 0:
+                    ep.first_input = images[i]
                 ep.policy_s, ep.queries = ep.policy_s + share, ep.queries + 1
                 n = min(per_query, cfg.max_steps - ep.steps)
                 workers[slot].send("step", actions[i, :n], ep.trial < cfg.videos_per_task)
