@@ -4,8 +4,10 @@ One expert demonstration (task 0: close the top drawer of the cabinet, about 50 
 reset; a tiny VLA is trained from scratch on it through finetune/lora.py with `binning` until it is memorised; then
 eval/libero90.py replays that demonstration's saved starting state closed loop: it must succeed, and its first
 actions must be the demonstration's (within 0.1, gripper sign equal), which needs the two data paths to agree on
-image orientation, crop / resize / JPEG, normalization statistics and the gripper's sign. The README ("Learning
-shown in the simulator") lists which mismatches, broken on the evaluation side only, made this test fail.
+image orientation, crop / resize / JPEG, normalization statistics and the gripper's sign. Two exact checks catch
+what a successful replay can hide: the evaluation's first model input is the training image pixel for pixel, and
+its first chunk is the one training taught. The README ("Learning shown in the simulator") lists which mismatches,
+broken on the evaluation side only (tests/guard_breaks.py), made which check fail.
 The same runs with `beast` (five actions per query, 0.010 round-trip L1 on these chunks), which also covers the
 order of actions within a chunk.
 """
@@ -49,7 +51,7 @@ def memorised(request, tmp_path_factory):
     run("eval/libero90.py", "--checkpoint", str(out / "runs" / "guard" / "checkpoints" / "step_00001000"), "--tasks", str(TASK),
         "--trials", "1", "--init_states_file", str(out / "data" / "libero_90_experts" / "1.0.0" / "init_states.npz"),
         "--max_steps", "200", "--out_dir", str(out / "eval"), "--assets_dir", str(ASSETS), "--videos_per_task", "0",
-        "--save_actions", "true")
+        "--save_actions", "true", "--save_first_inputs", "true")
     return out
 
 
@@ -75,6 +77,51 @@ def test_a_memorised_demonstration_replays_to_success_closed_loop(memorised):
     executed = np.load(memorised / "eval" / "actions" / f"task{TASK:02d}_trial00.npy")
     error = replay_error(executed, np.load(attempt)["actions"])
     assert error < 0.1, f"closed loop, the first {FOLLOWED_STEPS} actions differ from the demonstration's by {error}"
+
+
+def first_training_sample(memorised, chunk_len: int) -> dict:
+    """Frame 0 of the demonstration as fine-tuning read it: the 224 px image the model was given, and its action
+    chunk normalized with the run's statistics."""
+    from openvla_vq.data.rlds_dataset import RLDSChunkDataset
+
+    frames = RLDSChunkDataset(memorised / "data", "libero_90_experts", chunk_len=chunk_len, split="all", train=False)
+    return next(iter(frames))
+
+
+def test_the_first_image_the_evaluation_gives_the_model_is_the_training_image_pixel_for_pixel(memorised):
+    """From the demonstration's own start, the evaluation's first model input (render, rotation, JPEG round trip,
+    resize, crop) must be the image fine-tuning read for frame 0. Catches every image mismatch at once, also those
+    too small to change the replay (bilinear instead of lanczos resize)."""
+    import imageio.v3 as iio
+
+    given = iio.imread(memorised / "eval" / "inputs" / f"task{TASK:02d}_trial00.png")
+    trained = first_training_sample(memorised, chunk_len=1)["image"]
+    assert given.shape == trained.shape, f"the evaluation gave the model {given.shape} images, training {trained.shape}"
+    differing = float(np.mean(given != trained))
+    assert differing == 0.0, f"{differing:.1%} of the first image's pixel values differ from the training image's"
+
+
+def test_the_first_query_executes_the_taught_chunk_exactly(memorised):
+    """The first executed chunk must be the demonstration's first chunk as training taught it: normalized with the
+    run's q01/q99, through the tokenizer and back, unnormalized by OpenVLA's formula (written out here), the
+    gripper in LIBERO's sign. A replay within 0.1 of the demonstration misses statistics that are slightly off
+    (min/max instead of q01/q99 moves this demonstration's first action by 0.03)."""
+    import torch
+
+    from openvla_vq.action_tokenizers import load_action_tokenizer
+
+    run = memorised / "runs" / "guard"
+    tokenizer = load_action_tokenizer(json.loads((run / "checkpoints" / "step_00001000" / "action_tokenizer.json").read_text())["spec"])
+    stats = json.loads((run / "dataset_statistics.json").read_text())["libero_90_experts"]["action"]
+    normalized = torch.tensor(first_training_sample(memorised, tokenizer.chunk_len)["actions"])[None]
+    taught = tokenizer.decode(tokenizer.encode(normalized))[0].numpy()
+    q01, q99, mask = (np.asarray(stats[k]) for k in ("q01", "q99", "mask"))
+    expected = np.where(mask, 0.5 * (taught + 1) * (q99 - q01) + q01, taught)
+    (attempt,) = (memorised / "data" / ".episodes").glob(f"libero_90_experts-*/task{TASK:02d}_try000.npz")
+    demo = np.load(attempt)["actions"][:tokenizer.chunk_len]
+    executed = np.load(memorised / "eval" / "actions" / f"task{TASK:02d}_trial00.npy")[:tokenizer.chunk_len]
+    np.testing.assert_allclose(executed[:, :6], expected[:, :6], atol=1e-5, err_msg="arm dimensions of the first chunk")
+    np.testing.assert_array_equal(executed[:, 6], np.sign(demo[:, 6]), err_msg="gripper of the first chunk (LIBERO's sign)")
 
 
 def test_the_eval_policy_call_in_bf16_chooses_the_same_ids_on_the_trained_checkpoint(memorised):
