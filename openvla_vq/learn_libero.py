@@ -26,6 +26,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for annotations only; the functions that use torch import it themselves
+    import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "libero_90_experts"
@@ -200,17 +204,15 @@ def replays(eval_dir: Path, data_root: Path) -> list[dict]:
 
     generation = json.loads((data_root / DATASET / "1.0.0" / "generation_report.json").read_text())
     work = data_root / ".episodes" / f"{DATASET}-{generation['expert_version']}"
-    demos: dict[int, list[str]] = {}  # per task in dataset order, as init_states.npz and the eval's trials
+    demos: dict[int, list[np.ndarray]] = {}  # actions per task in dataset order, as init_states.npz and the eval's trials
     for row in generation["attempts"]:
         if row["success"]:
-            demos.setdefault(row["task_index"], []).append(row["file"])
+            with np.load(work / row["file"]) as z:
+                demos.setdefault(row["task_index"], []).append(z["actions"])
     rows = []
     for record in sorted(read_records(eval_dir / "episodes"), key=lambda r: (r["task"], r["trial"])):
         executed = np.load(eval_dir / "actions" / f"task{record['task']:02d}_trial{record['trial']:02d}.npy")
-        task_demos = []
-        for file in demos[record["task"]]:
-            with np.load(work / file) as z:
-                task_demos.append(z["actions"])
+        task_demos = demos[record["task"]]
         demo, others = task_demos[record["trial"]], task_demos[:record["trial"]] + task_demos[record["trial"] + 1:]
         rows.append({"task": record["task"], "trial": record["trial"], "success": record["success"],
                      **followed_steps(executed, demo, others)})
@@ -250,7 +252,7 @@ def diagnose(checkpoint: Path, data_root: Path, max_frames: int = 512) -> dict:
             "greedy_token_accuracy": accuracy, "predicted_action_l1": l1, **token_predictability(ids, inside)}
 
 
-def token_predictability(ids: "torch.Tensor", inside: "torch.Tensor") -> dict:
+def token_predictability(ids: torch.Tensor, inside: torch.Tensor) -> dict:
     """How hard the gold tokens are to predict from frames that look alike: the entropy of each token position over
     the frames (bits, averaged over positions) and how often a frame's token equals the next frame's at the same
     position (frames in dataset order, so neighbours are consecutive steps of one demonstration)."""
