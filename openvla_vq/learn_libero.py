@@ -82,7 +82,7 @@ def parse_args(argv: list[str] | None, defaults: dict | None = None) -> argparse
     parser.add_argument("--data_root_dir", type=Path, default=Path("data/rlds/learn-libero"))
     parser.add_argument("--assets_dir", default=str(REPO.parent / "shared" / "libero90-assets" / "assets"))
     parser.add_argument("--tasks", default="0,20,47,56", help=f"LIBERO-90 tasks with an expert: {EXPERT_TASKS}")
-    parser.add_argument("--episodes_per_task", type=int, default=3, help="expert demonstrations per task")
+    parser.add_argument("--episodes_per_task", type=int, default=10, help="expert demonstrations per task")
     parser.add_argument("--tokenizers", default="binning,vq_m,vq_m+l")
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--batch_size", type=int, default=16)
@@ -172,7 +172,6 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
         keys[tok] = f"{data_key}/{load_action_tokenizer(tokenizer_spec(tok)).fingerprint()}/{args.steps}x{args.batch_size}" \
                     f"@{args.learning_rate}"
         runs[tok] = stages.run(f"4_finetune_{tok}", lambda tok=tok: finetune(tok), key=keys[tok], folders=(out / "runs" / tok,))
-    for tok in tokenizers:
         for which in ("trained", "protocol"):
             stages.run(f"5_eval_{tok}_{which}", lambda tok=tok, which=which: evaluate(tok, which),
                        key=f"{keys[tok]}/{args.trained_trials}/{args.protocol_trials}/{args.eval_max_steps}"
