@@ -18,7 +18,6 @@ Stages (each recorded in <out>/stages/<stage>.json when done, so a rerun reuses 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import shutil
@@ -229,8 +228,8 @@ def diagnose(checkpoint: Path, data_root: Path, max_frames: int = 512) -> dict:
 
     policy, _ = load_policy(checkpoint)
     tok = policy.action_tokenizer
-    frames = RLDSChunkDataset(data_root, DATASET, chunk_len=tok.chunk_len, split="all", train=False)
-    samples = list(itertools.islice(frames, max_frames))  # decode only the frames used
+    frames = list(RLDSChunkDataset(data_root, DATASET, chunk_len=tok.chunk_len, split="all", train=False))
+    samples = frames[::max(1, len(frames) // max_frames)][:max_frames]  # spread over every task's demonstrations
     actions = torch.tensor(np.stack([s["actions"] for s in samples]), dtype=torch.float32)
     ids = tok.encode(actions)
     recon = tok.decode(ids)
@@ -248,7 +247,19 @@ def diagnose(checkpoint: Path, data_root: Path, max_frames: int = 512) -> dict:
     per_dim = (recon - actions).abs().mean(dim=(0, 1))
     return {"frames": len(samples), "tokenizer_recon_l1": float((recon - actions).abs().mean()),
             "tokenizer_recon_l1_per_dim": [round(float(x), 5) for x in per_dim],
-            "greedy_token_accuracy": accuracy, "predicted_action_l1": l1, **token_predictability(ids, inside)}
+            "greedy_token_accuracy": accuracy, "predicted_action_l1": l1, **token_predictability(ids, inside),
+            "gripper_errors": gripper_errors(tok.decode(predicted)[:, 0, -1], actions[:, 0, -1],
+                                             [s["instruction"] for s in samples])}
+
+
+def gripper_errors(predicted: torch.Tensor, gold: torch.Tensor, instructions: list[str]) -> dict[str, float]:
+    """Per instruction, the share of training frames whose predicted gripper command (first action of the chunk) is
+    the other state than the demonstration's: a policy that mistakes one phase for another (an open hand going
+    down for a closed hand going up) shows here, teacher-forced, before any rollout."""
+    middle = (gold.min() + gold.max()) / 2  # gripper targets are binary (OpenVLA's normalization leaves them be)
+    wrong = ((predicted > middle) != (gold > middle)).float()
+    return {text: round(float(wrong[[i for i, t in enumerate(instructions) if t == text]].mean()), 3)
+            for text in sorted(set(instructions))}
 
 
 def token_predictability(ids: torch.Tensor, inside: torch.Tensor) -> dict:

@@ -86,3 +86,16 @@ def test_token_predictability_counts_bits_and_tokens_kept_between_neighbouring_f
     got = token_predictability(ids, inside)
     assert got["token_entropy_bits"] == 1.0  # mean of 2 bits and 0 bits
     assert got["same_token_as_next_frame"] == 0.5  # 7 pairs at position 0 all change, 7 at position 1 all stay
+
+
+def test_gripper_errors_count_frames_whose_predicted_gripper_is_the_other_state_per_instruction():
+    """OpenVLA's normalization leaves the gripper in {0, 1} (1 open); near-misses on the right side are not errors."""
+    import torch
+
+    from openvla_vq.learn_libero import gripper_errors
+
+    gold = torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0, 0.0])
+    predicted = torch.tensor([0.9, 0.2, 0.0, 0.7, 1.0, 0.1])  # wrong: frames 1 (closed for open) and 3 (open for closed)
+    texts = ["pick", "pick", "pick", "drawer", "drawer", "drawer"]
+    assert gripper_errors(predicted, gold, texts) == {"drawer": round(1 / 3, 3), "pick": round(1 / 3, 3)}
+    assert gripper_errors(gold * 2 - 1, gold * 2 - 1, texts) == {"drawer": 0.0, "pick": 0.0}  # [-1, 1] coding too

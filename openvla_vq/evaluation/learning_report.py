@@ -112,6 +112,15 @@ def _markdown(results: dict) -> str:
         d = run["diagnostics"]
         if "token_entropy_bits" in d:
             lines.append(f"| {tok} | {d['token_entropy_bits']:.2f} | {d['same_token_as_next_frame']:.2f} |")
+    errors = {tok: run["diagnostics"].get("gripper_errors", {}) for tok, run in results["runs"].items()}
+    instructions = sorted({text for per_tok in errors.values() for text in per_tok})
+    if instructions:
+        lines += ["", "## Gripper command wrong on training frames (teacher-forced, share of frames)", "",
+                  "A phase mistaken for another (an open hand going down for a closed hand going up) shows here "
+                  "before any rollout.", "", "| tokenizer | " + " | ".join(instructions) + " |",
+                  "|---|" + "---|" * len(instructions)]
+        lines += [f"| {tok} | " + " | ".join(f"{per_tok[t]:.3f}" if t in per_tok else "-" for t in instructions) + " |"
+                  for tok, per_tok in errors.items()]
     lines += ["", "## Per task (successes / episodes)", "",
               "| tokenizer | states | " + " | ".join(next(iter(results["runs"].values()))["trained_states"]["tasks"]) + " |",
               "|---|---|" + "---|" * len(next(iter(results["runs"].values()))["trained_states"]["tasks"])]
