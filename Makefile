@@ -24,7 +24,7 @@ N             ?= 200
 help:
 	@echo "make test              set up .venv if needed, run the test suite"
 	@echo "make demo              experts -> tiny VLA from scratch (binning, vq_m) -> closed-loop LIBERO success, ~20 min on CPU"
-	@echo "make learn-libero      the same at report size: 4 expert tasks x 3 demos, binning / vq_m / vq_m+l -> reports/learn-libero/"
+	@echo "make learn-libero      the same at report size: 4 expert tasks x 10 demos, binning / vq_m / vq_m+l -> reports/learn-libero/"
 	@echo "make bench-tokenizers  encode+decode throughput, binning vs VQ, batch 1024 on CPU"
 	@echo "make bench-inference   actions/s of predict_action, binning vs VQ on one backbone"
 	@echo "make bench-data        fine-tuning data samples/s next to a plain tf.data baseline"

@@ -29,11 +29,6 @@ HOLD_STEPS = 8  # at most, closing or opening the gripper
 GRIPPER_RISE = 0.04
 FINGERS_STILL = 2e-4  # finger joint change per step (m) below which the fingers have stopped
 REACHED_M = 0.008
-# Pick-and-place comes down to just above the object along a slant from this far on the robot's side (-x) and
-# lifts it straight up: an open hand going down and a closed hand going up then pass through different places. Both on
-# one vertical line, a policy that sees one image confused them frame by frame (it predicted "lift, gripper closed"
-# during the descent, teacher-forced on its own training frames, and never grasped: 0 of 6 replays, task 47/56).
-SLANT_BACK = 0.06
 KNOB_GRIP_DEPTH = 0.025  # the fingers close this far below the top of the knob's bar (4.8 cm tall)
 KNOB_TURN = 0.9  # hand yaw while twisting (rad); LIBERO counts the stove on from 0.5
 RIM_RADIUS = {"bowl": 0.055, "mug": 0.038}  # object centre to the middle of its wall
@@ -56,7 +51,6 @@ class Phase:
     limit: int = 60  # steps before the phase gives up and the next one starts
     yaw: float = 0.0  # hand rotation about the vertical, relative to the start (radians)
     until: Callable[[], bool] | None = None  # the phase ends when this holds (or at its limit)
-    straight: bool = False  # move along the straight line to the target (one speed limit for all axes)
 
 
 class Expert:
@@ -116,9 +110,7 @@ class Expert:
         goal = goal + np.r_[-rim, 0, 0]
         carry_z = max(top, goal[2]) + 0.15
         place_z = goal[2] + (grasp_z - p[2]) + 0.04 + (0.03 if self.predicate == "in" else 0.0)
-        return [Phase("approach", -1, np.r_[p[0] - SLANT_BACK, p[1], top + 0.12]),
-                Phase("slant", -1, np.r_[p[:2], top + 0.045], 0.6, straight=True),  # the fingertips clear the top
-                Phase("descend", -1, np.r_[p[:2], grasp_z], 0.6),
+        return [Phase("approach", -1, np.r_[p[:2], top + 0.06]), Phase("descend", -1, np.r_[p[:2], grasp_z], 0.6),
                 Phase("grasp", 1), Phase("lift", 1, np.r_[p[:2], carry_z]), Phase("carry", 1, np.r_[goal[:2], carry_z]),
                 Phase("lower", 1, np.r_[goal[:2], place_z], 0.6), Phase("release", -1),
                 Phase("retreat", -1, np.r_[goal[:2], carry_z])]
@@ -213,11 +205,7 @@ class Expert:
             reached = (still and self.steps_in_phase >= 3) or self.steps_in_phase >= HOLD_STEPS
         else:
             delta = phase.target - obs["robot0_eef_pos"]
-            step = delta / STEP_M
-            if phase.straight:  # scaled as a whole: per-axis clipping would bend the path towards the diagonal
-                action[:3] = step * min(1.0, phase.gain / max(np.abs(step).max(), 1e-9))
-            else:
-                action[:3] = np.clip(step, -phase.gain, phase.gain)
+            action[:3] = np.clip(delta / STEP_M, -phase.gain, phase.gain)
             reached = np.linalg.norm(delta) < REACHED_M and phase.until is None  # `until` phases hold the target
         reached = reached or self.steps_in_phase >= phase.limit or bool(phase.until and phase.until())
         self.last_fingers = obs["robot0_gripper_qpos"].copy()
