@@ -115,13 +115,8 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
         experts = json.loads((dataset_folder / "generation_report.json").read_text())["experts"]
         return {**experts, "dataset_digest": dataset_digest()}
 
-    def dataset_digest() -> str:  # what training reads: identical episodes keep later stages valid
-        import hashlib
-
-        digest = hashlib.sha256()
-        for record in sorted(dataset_folder.glob("*.tfrecord*")):
-            digest.update(record.read_bytes())
-        return digest.hexdigest()[:12]
+    def dataset_digest() -> str:
+        return rlds_digest(dataset_folder)
 
     def plus_l() -> dict:  # vq_m trained further on the demonstrations (VQ-VLA's progressive "+L" stage)
         from openvla_vq.action_tokenizers import load_action_tokenizer
@@ -181,6 +176,20 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
     for tok in tokenizers:
         diagnostics[tok] = {**diagnostics[tok], "replays": replays(out / "eval" / f"{tok}-trained", data)}
     return write_learning_report(args.report, out, tokenizers, experts, diagnostics, stages.times(), args.videos)
+
+
+def rlds_digest(folder: Path) -> str:
+    """What training reads, so that identical episodes keep later stages valid. Over the parsed records: the bytes
+    tfds writes differ between two writes of the same episodes (protobuf serializes a feature map in any order)."""
+    import hashlib
+
+    from openvla_vq.data.tf_env import tf
+
+    digest = hashlib.sha256()
+    for record in sorted(folder.glob("*.tfrecord*")):
+        for raw in tf.data.TFRecordDataset(str(record)).as_numpy_iterator():
+            digest.update(tf.train.Example.FromString(raw).SerializeToString(deterministic=True))
+    return digest.hexdigest()[:12]
 
 
 def vq_m_architecture() -> list[str]:

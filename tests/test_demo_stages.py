@@ -99,3 +99,20 @@ def test_gripper_errors_count_frames_whose_predicted_gripper_is_the_other_state_
     texts = ["pick", "pick", "pick", "drawer", "drawer", "drawer"]
     assert gripper_errors(predicted, gold, texts) == {"drawer": round(1 / 3, 3), "pick": round(1 / 3, 3)}
     assert gripper_errors(gold * 2 - 1, gold * 2 - 1, texts) == {"drawer": 0.0, "pick": 0.0}  # [-1, 1] coding too
+
+
+def test_the_rlds_digest_is_the_same_for_two_writes_of_the_same_episodes_and_changes_with_one_action(tmp_path):
+    """tfds serializes feature maps in any order, so the bytes of two writes may differ; the digest must not."""
+    from rlds_fixtures import write_libero_like
+
+    from openvla_vq.data.rlds_writer import libero_episode, write_rlds
+    from openvla_vq.learn_libero import rlds_digest
+
+    first = write_libero_like(tmp_path / "a", episodes=3, length=6)
+    write_libero_like(tmp_path / "b", episodes=3, length=6)
+    first[1]["actions"][2, 0] += 0.5
+    write_rlds(tmp_path / "c", "libero_90_no_noops", (libero_episode(a["images"], a["wrist"], a["states"], a["joints"],
+               a["actions"], a["instruction"], f"episode_{i}") for i, a in enumerate(first)))
+    digests = [rlds_digest(tmp_path / r / "libero_90_no_noops" / "1.0.0") for r in "abc"]
+    assert digests[0] == digests[1]
+    assert digests[2] != digests[0]
