@@ -6,11 +6,11 @@ Stages (each recorded in <out>/stages/<stage>.json when done, so a rerun reuses 
      scratch: LoRA as OpenVLA plus the output layer (lm_head) in full;
   2. expert demonstrations from random resets (sim/make_libero_rlds.py, parallel, resumable);
   3. for `vq_m+l`: vq_m trained further on the demonstrations' actions (the paper's progressive "+L" stage);
-  4. fine-tuning through finetune/lora.py, once per tokenizer (same data, model, steps and seed);
-  5. evaluation through eval/libero90.py: (a) trained states (init_states.npz of the demonstrations) and
+  4. fine-tuning through finetune/lora.py, once per tokenizer (same data, model, steps and seed), each followed by
+  5. its evaluation through eval/libero90.py: (a) trained states (init_states.npz of the demonstrations) and
      (b) protocol states (LIBERO's fixed init states, never trained on);
   6. diagnostics per tokenizer: reconstruction error of the tokenizer on the demonstrations' action chunks and the
-     model's action-token accuracy / action L1 on the training frames (teacher forced);
+     model's action-token accuracy / action L1 / gripper errors per task on the training frames (teacher forced);
   7. the report: results.json, report.md, training curves, success plot, a few MP4s.
 `make demo` runs the same path with few tasks, demonstrations and steps.
 """
