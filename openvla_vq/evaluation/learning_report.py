@@ -186,6 +186,8 @@ def _plot_success(path: Path, runs: dict) -> None:
 
 def _copy_videos(folder: Path, out: Path, tokenizers: list[str], count: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.mp4"):  # an earlier run's videos would otherwise sit next to this run's
+        stale.unlink()
     picked = []
     for which in STATE_SETS:
         for tok in tokenizers:
