@@ -238,7 +238,9 @@ def diagnose(checkpoint: Path, data_root: Path, max_frames: int = 512) -> dict:
     policy, _ = load_policy(checkpoint)
     tok = policy.action_tokenizer
     frames = list(RLDSChunkDataset(data_root, DATASET, chunk_len=tok.chunk_len, split="all", train=False))
-    samples = frames[::max(1, len(frames) // max_frames)][:max_frames]  # spread over every task's demonstrations
+    # runs of 16 consecutive frames spread over every task's demonstrations (neighbours stay consecutive steps)
+    starts = range(0, len(frames), max(16, len(frames) // (max_frames // 16)))
+    samples = [frame for start in starts for frame in frames[start:start + 16]][:max_frames]
     actions = torch.tensor(np.stack([s["actions"] for s in samples]), dtype=torch.float32)
     ids = tok.encode(actions)
     recon = tok.decode(ids)
