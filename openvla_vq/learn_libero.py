@@ -113,10 +113,7 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
         _run([py, "-m", "openvla_vq.sim.make_libero_rlds", "--out", str(data), "--tasks", args.tasks, "--episodes_per_task",
               str(args.episodes_per_task), "--workers", str(args.workers), "--assets_dir", args.assets_dir], env=libero_env)
         experts = json.loads((dataset_folder / "generation_report.json").read_text())["experts"]
-        return {**experts, "dataset_digest": dataset_digest()}
-
-    def dataset_digest() -> str:
-        return rlds_digest(dataset_folder)
+        return {**experts, "dataset_digest": rlds_digest(dataset_folder)}
 
     def plus_l() -> dict:  # vq_m trained further on the demonstrations (VQ-VLA's progressive "+L" stage)
         from openvla_vq.action_tokenizers import load_action_tokenizer
