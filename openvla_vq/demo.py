@@ -13,7 +13,7 @@ from pathlib import Path
 from openvla_vq.learn_libero import main as learn_libero
 
 DEMO = {"out": Path("demo_out"), "report": Path("demo_out/report"), "tasks": "0,28,47", "episodes_per_task": 1,
-        "tokenizers": "binning,vq_m", "steps": 1500, "trained_trials": 1, "protocol_trials": 1,
+        "tokenizers": "binning,vq_m", "steps": 1500, "trained_trials": 1, "protocol_trials": 1, "train_split": "all",
         "eval_max_steps": 150, "videos": 2}
 
 

@@ -12,7 +12,9 @@ Stages (each recorded in <out>/stages/<stage>.json when done, so a rerun reuses 
   6. diagnostics per tokenizer: reconstruction error of the tokenizer on the demonstrations' action chunks and the
      model's action-token accuracy / action L1 / gripper errors per task on the training frames (teacher forced);
   7. the report: results.json, report.md, training curves, success plot, a few MP4s.
-`make demo` runs the same path with few tasks, demonstrations and steps.
+`make demo` runs the same path with few tasks, demonstrations and steps. Besides the scale (--tasks,
+--episodes_per_task, --steps), flags vary the model (--vit_width, --llm_width; --num_images 2 adds the wrist
+camera), what trains in full next to LoRA (--train_modules) and which episodes fine-tuning reads (--train_split).
 """
 
 from __future__ import annotations
@@ -83,11 +85,21 @@ def parse_args(argv: list[str] | None, defaults: dict | None = None) -> argparse
     parser.add_argument("--tasks", default="0,20,47,56", help=f"LIBERO-90 tasks with an expert: {EXPERT_TASKS}")
     parser.add_argument("--episodes_per_task", type=int, default=10, help="expert demonstrations per task")
     parser.add_argument("--tokenizers", default="binning,vq_m,vq_m+l")
+    parser.add_argument("--vit_width", type=int, default=32, help="the tiny VLA's ViT embedding size (both towers)")
+    parser.add_argument("--llm_width", type=int, default=64, help="the tiny VLA's Llama hidden size")
+    parser.add_argument("--num_images", type=int, choices=(1, 2), default=1,
+                        help="2: the model also reads the wrist camera (OpenVLA-OFT's second image)")
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--learning_rate", type=float, default=3e-3)
+    parser.add_argument("--train_modules", default="lm_head",
+                        help="trained in full next to LoRA (from scratch, the output layer must learn), "
+                             "e.g. lm_head,patch_embed")
     parser.add_argument("--tokenizer_steps", type=int, default=500, help="+L stage steps")
-    parser.add_argument("--trained_trials", type=int, default=3, help="per task, from the demonstrations' starting states")
+    parser.add_argument("--train_split", choices=("train", "all"), default="train",
+                        help="episodes fine-tuning reads: train = OpenVLA's first 95%%, all = every demonstration")
+    parser.add_argument("--trained_trials", type=int, default=3,
+                        help="per task, from its first demonstrations' starting states (all of them trained on)")
     parser.add_argument("--protocol_trials", type=int, default=4, help="per task, LIBERO's fixed init states 0..n-1")
     parser.add_argument("--eval_max_steps", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
@@ -96,8 +108,22 @@ def parse_args(argv: list[str] | None, defaults: dict | None = None) -> argparse
     return parser.parse_args(argv)
 
 
+def check_trained_trials(args: argparse.Namespace) -> None:
+    """Trained-state trials replay each task's first demonstrations: with OpenVLA's split, fine-tuning never sees
+    the dataset's last episodes (the last task's), so those must not be counted as trained."""
+    from openvla_vq.data.rlds_dataset import HELD_OUT_FRACTION
+
+    total = len(args.tasks.split(",")) * args.episodes_per_task
+    held = (max(1, round(HELD_OUT_FRACTION * total)) if total > 1 else 0) if args.train_split == "train" else 0
+    if args.trained_trials > args.episodes_per_task - held:
+        raise SystemExit(f"error: --trained_trials {args.trained_trials} would replay demonstrations fine-tuning never "
+                         f"reads (--train_split train holds out the last {held} of {total}): pass --trained_trials "
+                         f"{max(0, args.episodes_per_task - held)} or fewer, or --train_split all")
+
+
 def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: str = "learn") -> dict:
     args = parse_args(argv, defaults)
+    check_trained_trials(args)
     out, data = args.out.resolve(), args.data_root_dir.resolve()
     stages, py = Stages(out, prefix), sys.executable
     libero_env = {"LIBERO_CONFIG_PATH": str(out / "libero_config")}
@@ -107,7 +133,8 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
     def tiny_vla() -> dict:
         from openvla_vq.model.tiny import write_tiny_checkpoint
 
-        return {"folder": str(write_tiny_checkpoint(out / "vla"))}
+        return {"folder": str(write_tiny_checkpoint(out / "vla", vit_width=args.vit_width, llm_width=args.llm_width,
+                                                    num_images=args.num_images))}
 
     def demonstrations() -> dict:
         _run([py, "-m", "openvla_vq.sim.make_libero_rlds", "--out", str(data), "--tasks", args.tasks, "--episodes_per_task",
@@ -131,7 +158,8 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
               "--batch_size", str(args.batch_size), "--max_steps", str(args.steps), "--save_steps", str(args.steps),
               "--log_steps", "50", "--learning_rate", str(args.learning_rate), "--shuffle_buffer_size", "20000",
               # from scratch: the output layer must learn too, and a decaying rate lets the memorisation settle
-              "--image_aug", "false", "--train_modules", "lm_head", "--lr_schedule", "cosine"])
+              "--image_aug", "false", "--train_modules", args.train_modules, "--lr_schedule", "cosine",
+              "--train_split", args.train_split])
         return {"checkpoint": str(out / "runs" / tok / "checkpoints" / f"step_{args.steps:08d}")}
 
     def evaluate(tok: str, which: str) -> dict:
@@ -151,7 +179,8 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
     from openvla_vq.evaluation.learning_report import write_learning_report
     from openvla_vq.sim.make_libero_rlds import expert_version
 
-    vla = stages.run("1_vla", tiny_vla, key="tiny")
+    vla = stages.run("1_vla", tiny_vla, key=f"tiny-vit{args.vit_width}-llm{args.llm_width}-images{args.num_images}",
+                     folders=(out / "vla",))
     experts = stages.run("2_demonstrations", demonstrations,
                          key=f"{args.tasks}x{args.episodes_per_task}/experts-{expert_version()}")
     data_key = f"{vla['key']}/{args.tasks}x{args.episodes_per_task}/data-{experts['dataset_digest']}"
@@ -161,7 +190,7 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
     runs, keys = {}, {}
     for tok in tokenizers:
         keys[tok] = f"{data_key}/{load_action_tokenizer(tokenizer_spec(tok)).fingerprint()}/{args.steps}x{args.batch_size}" \
-                    f"@{args.learning_rate}"
+                    f"@{args.learning_rate}/{args.train_modules}/{args.train_split}"
         runs[tok] = stages.run(f"4_finetune_{tok}", lambda tok=tok: finetune(tok), key=keys[tok], folders=(out / "runs" / tok,))
         for which in ("trained", "protocol"):
             stages.run(f"5_eval_{tok}_{which}", lambda tok=tok, which=which: evaluate(tok, which),
@@ -229,22 +258,27 @@ def diagnose(checkpoint: Path, data_root: Path, max_frames: int = 512) -> dict:
     import numpy as np
     import torch
 
+    from openvla_vq.data.collator import sample_images
     from openvla_vq.data.rlds_dataset import RLDSChunkDataset
     from openvla_vq.policy import load_policy
 
     policy, _ = load_policy(checkpoint)
     tok = policy.action_tokenizer
-    frames = list(RLDSChunkDataset(data_root, DATASET, chunk_len=tok.chunk_len, split="all", train=False))
-    # runs of 16 consecutive frames spread over every task's demonstrations (neighbours stay consecutive steps)
-    starts = range(0, len(frames), max(16, len(frames) // (max_frames // 16)))
-    samples = [frame for start in starts for frame in frames[start:start + 16]][:max_frames]
+    frames = RLDSChunkDataset(data_root, DATASET, chunk_len=tok.chunk_len, split="all", train=False,
+                              wrist_images=policy.num_images > 1)
+    total = frames.statistics["num_transitions"]  # every frame of the dataset, known before one is read
+    # runs of 16 consecutive frames spread over every task's demonstrations (neighbours stay consecutive steps);
+    # only those frames are kept, so memory stays bounded however large the dataset
+    starts = range(0, total, max(16, total // (max_frames // 16)))
+    wanted = {i for start in starts for i in range(start, min(start + 16, total))}
+    samples = [frame for i, frame in enumerate(frames) if i in wanted][:max_frames]
     actions = torch.tensor(np.stack([s["actions"] for s in samples]), dtype=torch.float32)
     ids = tok.encode(actions)
     recon = tok.decode(ids)
     predicted_ids = []
     for i in range(0, len(samples), 32):
         block = samples[i:i + 32]
-        predicted = policy.predict_ids([s["image"] for s in block], [s["instruction"] for s in block]).cpu()
+        predicted = policy.predict_ids([sample_images(s) for s in block], [s["instruction"] for s in block]).cpu()
         predicted_ids.append(predicted)
     predicted = torch.cat([torch.nn.functional.pad(p, (0, ids.shape[1] - p.shape[1]), value=tok.end_id or 0)
                            for p in predicted_ids])  # generation stops early once every row of a block has ended

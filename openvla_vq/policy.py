@@ -61,6 +61,11 @@ class VLAPolicy:
         return cls(model, load_text_tokenizer(folder), action_tokenizer.to(device),
                    read_statistics(folder, model), unnorm_key)
 
+    @property
+    def num_images(self) -> int:
+        """Images per sample the model reads: 1 (third-person camera) or 2 (+ wrist, in that order)."""
+        return self.model.config.num_images_in_input
+
     @torch.no_grad()
     def predict_ids(self, images, instructions: list[str]) -> torch.Tensor:
         pixels = self.image_processor(images)
@@ -68,7 +73,8 @@ class VLAPolicy:
         return self.model.generate_constrained(pixels, prompts, self.constraint)
 
     def predict_action(self, images, instructions: list[str]) -> np.ndarray:
-        """Images (uint8 HxWx3 or PIL, one per sample) + instructions -> actions [B, K, D] in the robot's units."""
+        """Images (uint8 HxWx3 or PIL, one per sample; for a two-image model a (third-person, wrist) tuple) +
+        instructions -> actions [B, K, D] in the robot's units."""
         if len(images) != len(instructions):
             raise ValueError(f"got {len(images)} images for {len(instructions)} instructions")
         start = time.perf_counter()

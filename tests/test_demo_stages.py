@@ -116,3 +116,20 @@ def test_the_rlds_digest_is_the_same_for_two_writes_of_the_same_episodes_and_cha
     digests = [rlds_digest(tmp_path / r / "libero_90_no_noops" / "1.0.0") for r in "abc"]
     assert digests[0] == digests[1]
     assert digests[2] != digests[0]
+
+
+def test_trained_state_trials_never_replay_a_demonstration_fine_tuning_held_out():
+    """OpenVLA's loader trains on the first 95% of episodes (train[:95%]); with 3 tasks x 1 demonstration the third
+    task's only demonstration is held out, so replaying it would count an unseen start as trained."""
+    import pytest
+
+    from openvla_vq.demo import DEMO
+    from openvla_vq.learn_libero import check_trained_trials, parse_args
+
+    check_trained_trials(parse_args([], DEMO))  # the demo trains on every demonstration
+    check_trained_trials(parse_args([]))  # 4 x 10: episodes 39-40 (task 56's 9th and 10th) held out; trials 1-3
+    check_trained_trials(parse_args(["--trained_trials", "8"]))
+    with pytest.raises(SystemExit, match="--trained_trials 9 .* the last 2 of 40"):
+        check_trained_trials(parse_args(["--trained_trials", "9"]))
+    with pytest.raises(SystemExit, match="the last 1 of 3"):
+        check_trained_trials(parse_args(["--train_split", "train"], DEMO))  # the demo before it trained on all

@@ -71,6 +71,20 @@ def test_pipeline_reads_the_rendered_episodes(generated):
     assert all(np.abs(s["actions"]).max() <= 1.0 for s in samples)
 
 
+def test_pipeline_reads_the_wrist_camera_for_two_image_models(generated):
+    """With wrist_images the samples also carry the episode's wrist frame (stored as JPEG, resized like `image`)."""
+    from openvla_vq.data.images import resize_uint8
+
+    out, _ = generated
+    (attempt,) = (out / ".episodes").glob("libero_90_experts-*/task00_try000.npz")
+    recorded = resize_uint8(np.load(attempt)["wrist_images"][0], 224).numpy().astype(float)
+    stream = RLDSChunkDataset(out, "libero_90_experts", chunk_len=5, train=False, split="all", wrist_images=True)
+    first = next(iter(stream))
+    assert first["wrist_image"].shape == (224, 224, 3)
+    assert np.abs(first["wrist_image"] - recorded).mean() < 3, "the wrist frame, up to JPEG"
+    assert np.abs(first["image"] - recorded).mean() > 20, "not the third-person frame"
+
+
 def test_frames_are_rotated_like_libero_rlds(generated):
     """The asset pack's contact sheet was rendered independently (init state 0, 10 no-op steps, rotated 180 degrees;
     one 128 px tile per task, 10 per row, the task index printed in the tile's top-left corner, which is masked)."""
@@ -104,14 +118,15 @@ def test_a_recorded_start_replays_the_demonstration_exactly(generated, monkeypat
     demo = np.load(attempt)
     assert int(demo["sim_steps"]) == len(demo["actions"]), "no step was filtered: frame i follows action i-1"
     monkeypatch.setenv("LIBERO_CONFIG_PATH", str(out / "libero_config"))
-    worker = EnvWorker(str(ASSETS), None, "agentview", str(out / "libero_90_experts" / "1.0.0" / "init_states.npz"))
+    worker = EnvWorker(str(ASSETS), None, "agentview,robot0_eye_in_hand",
+                       str(out / "libero_90_experts" / "1.0.0" / "init_states.npz"))
     try:
         worker.send("reset", 0, 0, 10, False)
-        image, _, _ = worker.recv()
-        assert np.array_equal(image, demo["images"][0])
+        (image, wrist), _, _ = worker.recv()
+        assert np.array_equal(image, demo["images"][0]) and np.array_equal(wrist, demo["wrist_images"][0])
         worker.send("step", demo["actions"][:20], False)
-        image, *_ = worker.recv()
-        assert np.array_equal(image, demo["images"][20])
+        (image, wrist), *_ = worker.recv()
+        assert np.array_equal(image, demo["images"][20]) and np.array_equal(wrist, demo["wrist_images"][20])
     finally:
         worker.close()
 

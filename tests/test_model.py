@@ -229,3 +229,34 @@ def test_action_ids_follow_the_models_vocabulary(tiny_folder, text_tokenizer):
         check_tokenizer_fits_model(VQActionTokenizer(VQConfig(block_out_channels=[16] * 4, norm_groups=4, layers_per_block=1,
                                                                latent_dim=8, slot_policy="least_used", slot_ids=big)),
                                    model.config, text_tokenizer.all_special_ids)
+
+
+def test_two_image_model_reads_each_camera_through_the_same_towers(tmp_path):
+    """OpenVLA-OFT's second image: the wrist image's patches follow the third-person image's, each exactly what a
+    one-image model with the same weights computes for it (the second image adds no parameter); the wrist image
+    changes the prediction; a one-image batch is refused with the reason."""
+    folder = write_tiny_checkpoint(tmp_path / "two", base_vocab_size=VOCAB, num_images=2)
+    two = PrismaticVLA.from_pretrained(folder).eval()
+    assert two.config.num_images_in_input == 2, "the setting survives config.json"
+    one = PrismaticVLA(tiny_config(VOCAB)).eval()
+    one.load_state_dict(two.state_dict())
+    third, wrist = torch.randn(2, 6, 224, 224), torch.randn(2, 6, 224, 224)
+    ids, mask = torch.tensor([[1, 5, 6, 7]]), torch.ones(1, 4, dtype=torch.long)
+    with torch.no_grad():
+        both = two.project_patches(torch.cat([third, wrist], dim=1))
+        torch.testing.assert_close(both, torch.cat([one.project_patches(third), one.project_patches(wrist)], dim=1))
+        logits = [two(input_ids=ids, attention_mask=mask, pixel_values=torch.cat([third[:1], w], dim=1)).logits[0, -1]
+                  for w in (wrist[:1], wrist[1:])]
+    assert both.shape[1] == 2 * one.num_patches == two.num_patches
+    assert not torch.allclose(*logits), "the wrist image reaches the action prediction"
+    with pytest.raises(ValueError, match="num_images_in_input"):
+        two.project_patches(third)
+
+
+def test_image_processor_stacks_a_samples_cameras_in_order():
+    processor = ImageProcessor(stats=[((0.5,) * 3, (0.25,) * 3)] * 2)
+    a, b = (np.random.default_rng(i).integers(0, 256, (224, 224, 3), dtype=np.uint8) for i in range(2))
+    stacked = processor([(a, b)])
+    assert stacked.shape == (1, 12, 224, 224)
+    torch.testing.assert_close(stacked[0, :6], processor.to_tensor(a))
+    torch.testing.assert_close(stacked[0, 6:], processor.to_tensor(b))

@@ -10,6 +10,11 @@ from openvla_vq.model.prompt import collate, training_example
 from openvla_vq.model.vision import ImageProcessor
 
 
+def sample_images(sample: dict) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """A sample's model input images in camera order: the third-person image, plus the wrist image when loaded."""
+    return (sample["image"], sample["wrist_image"]) if "wrist_image" in sample else sample["image"]
+
+
 class ActionChunkCollator:
     """Batch-encode the normalized action chunks, build OpenVLA prompts/labels, normalize images, pad.
 
@@ -28,7 +33,7 @@ class ActionChunkCollator:
         for sample, row in zip(samples, rows):
             input_ids, labels = training_example(self.text_tokenizer, sample["instruction"], row)
             examples.append({"input_ids": input_ids, "labels": labels,
-                             "pixel_values": self.image_processor.to_tensor(sample["image"])})
+                             "pixel_values": self.image_processor.to_tensor(sample_images(sample))})
         batch = collate(examples, self.pad_token_id, self.max_length)
         batch["actions"] = actions
         return batch

@@ -113,7 +113,7 @@ def _summary(x: np.ndarray) -> dict:
 
 class RLDSChunkDataset(torch.utils.data.IterableDataset):
     """Yields {"actions": float32 [K, D] normalized, "dataset": name} plus, with load_images, "image": uint8 [S, S, 3]
-    and "instruction": str.
+    and "instruction": str, and with wrist_images also "wrist_image" (the wrist camera, processed like "image").
 
     `datasets` is one RLDS dataset name or a weighted mixture [(name, weight), ...]; each dataset is normalized
     with its own statistics. train=True repeats forever, samples the mixture by weight and shuffles; train=False
@@ -126,7 +126,7 @@ class RLDSChunkDataset(torch.utils.data.IterableDataset):
     def __init__(self, data_root: str | Path, datasets: str | list[tuple[str, float]], chunk_len: int, split: str = "train",
                  train: bool = True, load_images: bool = True, image_size: int = 224, image_aug: bool = False,
                  shuffle_buffer_size: int = 100_000, seed: int = 7, process_index: int = 0, num_processes: int = 1,
-                 start_index: int = 0) -> None:
+                 start_index: int = 0, wrist_images: bool = False) -> None:
         super().__init__()
         mixture = [(datasets, 1.0)] if isinstance(datasets, str) else [(n, float(w)) for n, w in datasets]
         self.names, self.weights = [n for n, _ in mixture], [w for _, w in mixture]
@@ -134,13 +134,18 @@ class RLDSChunkDataset(torch.utils.data.IterableDataset):
         self.image_size, self.image_aug, self.shuffle_buffer_size, self.seed = image_size, image_aug, shuffle_buffer_size, seed
         self.process_index, self.num_processes, self.start_index = process_index, num_processes, start_index
         self.specs = [dataset_spec(n) for n in self.names]
+        self.wrist_images = wrist_images and load_images
+        for name, spec in zip(self.names, self.specs):
+            if self.wrist_images and spec.wrist_image_key is None:
+                raise ValueError(f"dataset {name!r} has no wrist camera (its spec's wrist_image_key is None): train a "
+                                 "one-image model on it")
         self.builders = [find_builder(data_root, n) for n in self.names]
         self.statistics_by_name = {n: dataset_statistics(b, n, s) for n, b, s in zip(self.names, self.builders, self.specs)}
         self.statistics = self.statistics_by_name[self.names[0]]
 
     def _frames(self, index: int):
         """One dataset's frames: K-step chunks (indices clamped at the episode end) plus what else is needed."""
-        spec, k, load_images = self.specs[index], self.chunk_len, self.load_images
+        spec, k, load_images, wrist = self.specs[index], self.chunk_len, self.load_images, self.wrist_images
         episodes = _episodes(self.builders[index], self.split, shuffle_files=self.train, seed=self.seed)
         episodes = episodes.shard(self.num_processes, self.process_index)
 
@@ -148,6 +153,8 @@ class RLDSChunkDataset(torch.utils.data.IterableDataset):
             out = {"action": steps["action"]}
             if load_images:
                 out.update(image=steps["observation"][spec.image_key], instruction=steps["language_instruction"])
+            if wrist:
+                out.update(wrist_image=steps["observation"][spec.wrist_image_key])
             return out
 
         def trajectory(episode):
@@ -158,6 +165,8 @@ class RLDSChunkDataset(torch.utils.data.IterableDataset):
                    "dataset": tf.fill([n], index)}
             if load_images:
                 out.update(image=traj["image"], instruction=traj["instruction"])
+            if wrist:
+                out.update(wrist_image=traj["wrist_image"])
             return out
 
         trajectories = episodes.map(trajectory, num_parallel_calls=tf.data.AUTOTUNE)
@@ -184,11 +193,13 @@ class RLDSChunkDataset(torch.utils.data.IterableDataset):
         frames = frames.enumerate().skip(self.start_index)
 
         def decode(index, frame):
-            if self.load_images:
-                image = resize_uint8(tf.io.decode_image(frame["image"], channels=3, expand_animations=False), self.image_size)
-                if self.image_aug:
-                    image = augment(image, tf.stack([tf.cast(self.seed, tf.int64), index]))
-                frame = {**frame, "image": image}
+            for key, offset in (("image", 0), ("wrist_image", 1)):  # each camera its own augmentation draw
+                if key in frame:
+                    image = tf.io.decode_image(frame[key], channels=3, expand_animations=False)
+                    image = resize_uint8(image, self.image_size)
+                    if self.image_aug:
+                        image = augment(image, tf.stack([tf.cast(self.seed + offset, tf.int64), index]))
+                    frame = {**frame, key: image}
             return frame
 
         frames = frames.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -209,6 +220,8 @@ class RLDSChunkDataset(torch.utils.data.IterableDataset):
                 sample = {"actions": actions[j], "dataset": self.names[block["dataset"][j]]}
                 if self.load_images:
                     sample.update(image=block["image"][j], instruction=block["instruction"][j].decode())
+                if self.wrist_images:
+                    sample.update(wrist_image=block["wrist_image"][j])
                 yield sample
 
 

@@ -3,11 +3,11 @@
 TensorFlow (used for the policy's preprocessing) and MuJoCo's EGL renderer crash when loaded into one
 process, so each policy process runs its environments as `python -m openvla_vq.evaluation.env_worker FD`.
 Messages (pickled over a socketpair):
-    ("reset", task_index, trial, wait_steps, record) -> (image, sim_seconds, frames)
-    ("step", actions [n, 7] in env units, record)   -> (image, done, steps, sim_seconds, frames)
+    ("reset", task_index, trial, wait_steps, record) -> (images, sim_seconds, frames)
+    ("step", actions [n, 7] in env units, record)   -> (images, done, steps, sim_seconds, frames)
     ("close",)
-Only the cameras asked for are rendered (default: agentview, the policy's camera); images are 256 px,
-rotated 180 degrees.
+Only the cameras asked for are rendered (default: agentview, the policy's camera); `images` holds one per
+camera in that order, 256 px, rotated 180 degrees; video `frames` are agentview's.
 
 Faults: an exception inside reset/step is sent back and raised by `recv` as `EnvFault` with its text; a worker
 that dies (segfault, SIGKILL, OOM) raises `EnvFault` too. The evaluation records that episode as a failure with
@@ -84,6 +84,9 @@ def serve(conn: Connection, assets_dir: str | None, cameras: tuple[str, ...] = (
           init_states_file: str | None = None) -> None:
     from openvla_vq.sim.libero_env import init_states, libero90_task, make_env, restore_start, rotate180, setup_libero
 
+    def obs_images(obs: dict) -> tuple[np.ndarray, ...]:
+        return tuple(rotate180(obs[f"{camera}_image"]) for camera in cameras)
+
     setup_libero(assets_dir or None)
     from_file = dict(np.load(init_states_file)) if init_states_file else None
     faults = injected_faults()
@@ -119,7 +122,7 @@ def serve(conn: Connection, assets_dir: str | None, cameras: tuple[str, ...] = (
                     obs, _, _, _ = env.step(list(WAIT_ACTION))
                     if record:
                         frames.append(rotate180(obs["agentview_image"]))
-                conn.send((rotate180(obs["agentview_image"]), time.perf_counter() - start, frames))
+                conn.send((obs_images(obs), time.perf_counter() - start, frames))
             elif kind == "step":
                 _, actions, record = message
                 done, steps, frames = False, 0, []
@@ -130,7 +133,7 @@ def serve(conn: Connection, assets_dir: str | None, cameras: tuple[str, ...] = (
                         frames.append(rotate180(obs["agentview_image"]))
                     if done:
                         break
-                conn.send((rotate180(obs["agentview_image"]), bool(done), steps, time.perf_counter() - start, frames))
+                conn.send((obs_images(obs), bool(done), steps, time.perf_counter() - start, frames))
         except Exception as e:  # reported to the parent, which ends the episode as a failure with this text
             conn.send(RuntimeError(f"{type(e).__name__}: {e}"))
     if env is not None:

@@ -37,7 +37,9 @@ class EvalConfig:
     actions_per_query: int | None = None  # open-loop actions per query; default the tokenizer's chunk length
     center_crop: bool | None = None  # default: whether the checkpoint was trained with image augmentation
     envs_per_process: int = 1
-    cameras: str = "agentview"  # rendered cameras; the policy reads agentview (more only costs time)
+    # rendered cameras besides those the policy reads (agentview, and the wrist for two-image models): more only
+    # costs time
+    cameras: str = "agentview"
     videos_per_task: int = 1  # MP4s of the first N trials of each task
     save_actions: bool = False  # the executed actions of every episode, actions/task<i>_trial<n>.npy (env space)
     # the image each episode's first query gave the model (after preprocessing), inputs/task<i>_trial<n>.png: from a
@@ -56,7 +58,7 @@ class Episode:
     task: int
     trial: int
     instruction: str
-    image: np.ndarray | None = None
+    images: tuple = ()  # the latest observation, one image per rendered camera
     steps: int = 0
     queries: int = 0
     policy_s: float = 0.0
@@ -133,6 +135,8 @@ def run_eval(cfg: EvalConfig) -> Path:
     dtype = torch.bfloat16 if device.startswith("cuda") and cfg.bf16 else torch.float32
     policy, info = load_policy(cfg.checkpoint, cfg.tokenizer, device, dtype, cfg.unnorm_key)
     crop = info["image_aug"] if cfg.center_crop is None else cfg.center_crop
+    policy_cameras = protocol.POLICY_CAMERAS[:policy.num_images]
+    cameras = ",".join(dict.fromkeys(policy_cameras + tuple(filter(None, cfg.cameras.split(",")))))
     per_query = min(cfg.actions_per_query or policy.action_tokenizer.chunk_len, policy.action_tokenizer.chunk_len)
 
     wanted = [(t, n) for t in task_list(cfg.tasks) for n in range(cfg.trials)]
@@ -143,7 +147,7 @@ def run_eval(cfg: EvalConfig) -> Path:
     worker_log = open(out / f"env_workers.rank{state.process_index}.log", "ab")
 
     def new_worker() -> EnvWorker:
-        return EnvWorker(cfg.assets_dir, worker_log, cfg.cameras, cfg.init_states_file)
+        return EnvWorker(cfg.assets_dir, worker_log, cameras, cfg.init_states_file)
 
     def finish(slot: int, error: str | None = None) -> None:
         ep = active.pop(slot)
@@ -191,18 +195,21 @@ def run_eval(cfg: EvalConfig) -> Path:
             for slot in fresh:
                 reply = receive(slot)
                 if reply is not None:
-                    active[slot].image, active[slot].sim_s, active[slot].frames = reply
+                    active[slot].images, active[slot].sim_s, active[slot].frames = reply
             if not active:
                 continue
             slots = sorted(active)
             start = time.perf_counter()
-            images = [preprocess_image(active[s].image, crop=crop) for s in slots]
+            # per episode the model's input, camera by camera (an image, or a tuple for a two-image model)
+            inputs = [tuple(preprocess_image(im, crop=crop) for im in active[s].images[:len(policy_cameras)])
+                      for s in slots]
+            images = [x if len(x) > 1 else x[0] for x in inputs]
             actions = protocol.gripper_to_env(policy.predict_action(images, [active[s].instruction for s in slots]))
             share = (time.perf_counter() - start) / len(slots)
             for i, slot in enumerate(slots):
                 ep = active[slot]
                 if ep.queries == 0:
-                    ep.first_input = images[i]
+                    ep.first_input = inputs[i][0]
                 ep.policy_s, ep.queries = ep.policy_s + share, ep.queries + 1
                 n = min(per_query, cfg.max_steps - ep.steps)
                 workers[slot].send("step", actions[i, :n], ep.trial < cfg.videos_per_task)
@@ -212,7 +219,7 @@ def run_eval(cfg: EvalConfig) -> Path:
                 if reply is None:
                     continue
                 ep = active[slot]
-                ep.image, ep.done, steps, sim_s, frames = reply
+                ep.images, ep.done, steps, sim_s, frames = reply
                 ep.steps, ep.sim_s = ep.steps + steps, ep.sim_s + sim_s
                 ep.frames.extend(frames)
                 if ep.done or ep.steps >= cfg.max_steps:

@@ -79,7 +79,7 @@ def write_report(out: Path, cfg, wanted: list[tuple[int, int]], policy, info: di
                      "wait_action": list(protocol.WAIT_ACTION), "env_seed": protocol.ENV_SEED, "seed": cfg.seed,
                      "resolution": protocol.RESOLUTION, "rotate_180": True, "jpeg_round_trip": True, "resize": "lanczos3 224",
                      "center_crop": crop, "actions_per_query": per_query, "gripper": "2g-1, sign, invert",
-                     "cameras": ["agentview"]},
+                     "cameras": list(protocol.POLICY_CAMERAS[:policy.num_images])},
         "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
         "packages": {p: _version(p) for p in PACKAGES},
         "mujoco": {"installed": _version("mujoco"), "published_libero_numbers": protocol.MUJOCO_VERSION},

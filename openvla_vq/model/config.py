@@ -40,6 +40,9 @@ class VLAConfig:
     text_config: dict = field(default_factory=lambda: dict(LLAMA2_7B_TEXT_CONFIG))
     norm_stats: dict | None = None
     n_action_bins: int = 256
+    # OpenVLA-OFT's extension: images per sample (1: the third-person camera, OpenVLA; 2: + the wrist camera), each
+    # through the same fused backbone, their patches concatenated in camera order
+    num_images_in_input: int = 1
 
     @property
     def base_vocab_size(self) -> int:
@@ -66,12 +69,16 @@ class VLAConfig:
         return dataclasses.asdict(self)
 
 
-def tiny_config(base_vocab_size: int = 1600, **overrides) -> VLAConfig:
-    """A few-million-parameter VLA with OpenVLA's exact structure (224 px, 14 px patches -> 256 patches)."""
+def tiny_config(base_vocab_size: int = 1600, vit_width: int = 32, llm_width: int = 64, num_images: int = 1,
+                **overrides) -> VLAConfig:
+    """A few-million-parameter VLA with OpenVLA's exact structure (224 px, 14 px patches -> 256 patches).
+
+    vit_width / llm_width: each ViT's embedding size and the Llama's hidden size (its MLP is twice as wide); heads
+    keep 16 dimensions each. num_images: 2 adds the wrist camera (num_images_in_input)."""
     vocab = base_vocab_size + 64  # room for <PAD>, padded to a multiple of 64 like OpenVLA's 32064
-    text = {**LLAMA2_7B_TEXT_CONFIG, "vocab_size": vocab, "hidden_size": 64, "intermediate_size": 128,
-            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 1024,
-            "pad_token_id": base_vocab_size}
-    vit = {"embed_dim": 32, "depth": 3, "num_heads": 2}
+    text = {**LLAMA2_7B_TEXT_CONFIG, "vocab_size": vocab, "hidden_size": llm_width, "intermediate_size": 2 * llm_width,
+            "num_hidden_layers": 2, "num_attention_heads": llm_width // 16, "num_key_value_heads": llm_width // 16,
+            "max_position_embeddings": 1024, "pad_token_id": base_vocab_size}
+    vit = {"embed_dim": vit_width, "depth": 3, "num_heads": vit_width // 16}
     return VLAConfig(timm_model_kwargs=[dict(vit), dict(vit)], text_config=text, pad_token_id=base_vocab_size,
-                     llm_max_length=1024, **overrides)
+                     llm_max_length=1024, num_images_in_input=num_images, **overrides)

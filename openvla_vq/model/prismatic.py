@@ -50,11 +50,15 @@ class PrismaticVLA(nn.Module):
 
     @property
     def num_patches(self) -> int:
-        return self.vision_backbone.num_patches
+        """Patches in the LLM's sequence: every input image's."""
+        return self.vision_backbone.num_patches * self.config.num_images_in_input
 
     # ---- forward ------------------------------------------------------------------------
     def project_patches(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[B, 6, H, W] -> patch embeddings in the LLM's space [B, P, H] (on the model's device and dtype)."""
+        """[B, 6 n, H, W] -> patch embeddings in the LLM's space [B, P, H] (on the model's device and dtype)."""
+        if pixel_values.shape[1] != 6 * self.config.num_images_in_input:
+            raise ValueError(f"pixel_values have {pixel_values.shape[1]} channels; this model reads "
+                             f"{self.config.num_images_in_input} image(s) of 6 channels (num_images_in_input)")
         weight = self.projector.fc1.weight
         return self.projector(self.vision_backbone(pixel_values.to(weight.device, weight.dtype)))
 

@@ -63,13 +63,14 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 def write_tiny_checkpoint(folder: str | Path, seed: int = 0, base_vocab_size: int = 1600,
-                          text_tokenizer: str | Path | None = None) -> Path:
+                          text_tokenizer: str | Path | None = None, vit_width: int = 32, llm_width: int = 64,
+                          num_images: int = 1) -> Path:
     """A random-init tiny VLA + its tokenizer, saved in OpenVLA's folder layout.
 
     text_tokenizer: a tokenizer folder to copy (e.g. the Llama-2 one; base_vocab_size must then be its 32000),
-    else a small one is trained here."""
+    else a small one is trained here. vit_width / llm_width / num_images: see tiny_config."""
     torch.manual_seed(seed)
-    model = PrismaticVLA(tiny_config(base_vocab_size))
+    model = PrismaticVLA(tiny_config(base_vocab_size, vit_width, llm_width, num_images))
     model.save_pretrained(folder)
     if text_tokenizer is None:
         train_text_tokenizer(folder, vocab_size=base_vocab_size, seed=seed)

@@ -62,15 +62,19 @@ class FusedVisionBackbone(nn.Module):
         return out
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """[B, 6, H, W] -> patch features [B, num_patches, embed_dim]."""
-        dino, siglip = torch.split(pixel_values, [3, 3], dim=1)
-        return torch.cat([self._patches(self.featurizer, dino), self._patches(self.fused_featurizer, siglip)], dim=2)
+        """[B, 6 n, H, W] (n images of 6 channels) -> patch features [B, n num_patches, embed_dim], image by image."""
+        b, channels, h, w = pixel_values.shape
+        images = pixel_values.reshape(b * (channels // 6), 6, h, w)  # every image through the same towers at once
+        dino, siglip = torch.split(images, [3, 3], dim=1)
+        patches = torch.cat([self._patches(self.featurizer, dino), self._patches(self.fused_featurizer, siglip)], dim=2)
+        return patches.reshape(b, -1, patches.shape[-1])
 
 
 class ImageProcessor:
     """OpenVLA's processor for resize-naive 224 px: bicubic resize to a square, then each backbone's mean/std.
 
-    Accepts uint8 HWC arrays or PIL images; returns float32 [B, 6, H, W].
+    Accepts uint8 HWC arrays or PIL images, or per sample a tuple of them (several cameras); returns float32
+    [B, 6, H, W] (or [B, 6 n, H, W]).
     """
 
     def __init__(self, backbone: FusedVisionBackbone | None = None, image_size: int = 224,
@@ -84,7 +88,10 @@ class ImageProcessor:
         self.mean = torch.tensor([m for mean, _ in stats for m in mean]).view(6, 1, 1)
         self.std = torch.tensor([s for _, std in stats for s in std]).view(6, 1, 1)
 
-    def to_tensor(self, image: np.ndarray | Image.Image) -> torch.Tensor:
+    def to_tensor(self, image: np.ndarray | Image.Image | tuple) -> torch.Tensor:
+        """One image -> [6, H, W]; a tuple of images (cameras of one sample) -> [6 n, H, W]."""
+        if isinstance(image, (tuple, list)):
+            return torch.cat([self.to_tensor(im) for im in image])
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"expected a uint8 HxWx3 image, got {image.dtype} {image.shape}")

@@ -12,6 +12,9 @@ NUM_STEPS_WAIT = 10  # objects settle; the policy is not queried
 WAIT_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 RESOLUTION = 256
 ENV_SEED = 0
+# the cameras a policy reads, in the order its images enter the model: third-person (OpenVLA), then the wrist
+# (OpenVLA-OFT's second image); both rotated 180 degrees like the RLDS data's image / wrist_image
+POLICY_CAMERAS = ("agentview", "robot0_eye_in_hand")
 SEED = 7
 # The MuJoCo of the published LIBERO numbers. Newer versions render darker floors and cost up to 20 points on
 # LIBERO-Object (LIBERO #88, PR #140; openvla #282, #335); setup.py pins it for evaluation and data generation.

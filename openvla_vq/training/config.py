@@ -23,6 +23,9 @@ class FinetuneConfig:
     grad_accumulation_steps: int = 1
     image_aug: bool = True
     shuffle_buffer_size: int = 100_000
+    # "train": the first 95% of episodes, as OpenVLA's RLDS loader takes from a dataset without a validation split;
+    # "all": every episode (make learn-libero's small runs, whose held-out measure is other starting states)
+    train_split: str = "train"
     # LoRA
     lora_rank: int = 32
     lora_dropout: float = 0.0

@@ -55,6 +55,8 @@ def preflight(cfg: FinetuneConfig) -> Inputs:
     """Tokenizer, model folder, vocabulary fit, dataset, statistics, chunk length and resume state, in that order."""
     if cfg.lr_schedule not in ("constant", "cosine"):
         raise PreflightError(f"--lr_schedule {cfg.lr_schedule!r}: pass constant (OpenVLA's) or cosine")
+    if cfg.train_split not in ("train", "all"):
+        raise PreflightError(f"--train_split {cfg.train_split!r}: pass train (OpenVLA's first 95% of episodes) or all")
     try:
         tokenizer = load_action_tokenizer(cfg.tokenizer)
     except ActionTokenizerError as e:
@@ -137,6 +139,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     tokenizer = inputs.tokenizer.to(accelerator.device)
     text_tokenizer = inputs.text_tokenizer
     model = PrismaticVLA.from_pretrained(cfg.vla_path, dtype=torch.bfloat16 if cuda else torch.float32)
+    wrist_images = model.config.num_images_in_input > 1  # the model reads the wrist camera too (OpenVLA-OFT)
     if cfg.gradient_checkpointing:
         model.language_model.activation_checkpointing_enable()
     collator = ActionChunkCollator(text_tokenizer, tokenizer, ImageProcessor(model.vision_backbone),
@@ -162,10 +165,11 @@ def finetune(cfg: FinetuneConfig) -> Path:
 
         load_fsdp_optimizer(accelerator.state.fsdp_plugin, accelerator, optimizer, model, str(inputs.resume_from))
 
-    dataset = RLDSChunkDataset(cfg.data_root_dir, cfg.dataset_name, chunk_len=tokenizer.chunk_len, train=True,
-                               image_aug=cfg.image_aug, shuffle_buffer_size=cfg.shuffle_buffer_size, seed=cfg.seed,
+    dataset = RLDSChunkDataset(cfg.data_root_dir, cfg.dataset_name, chunk_len=tokenizer.chunk_len, split=cfg.train_split,
+                               train=True, image_aug=cfg.image_aug, shuffle_buffer_size=cfg.shuffle_buffer_size,
+                               seed=cfg.seed,
                                process_index=accelerator.process_index, num_processes=accelerator.num_processes,
-                               start_index=data_position)
+                               start_index=data_position, wrist_images=wrist_images)
     batches = iter(torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=collator, num_workers=0))
     statistics = {cfg.dataset_name: inputs.statistics}
     tokenizer_ref = {"name": tokenizer.name, "spec": cfg.tokenizer, "fingerprint": tokenizer.fingerprint()}
