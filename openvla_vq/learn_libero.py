@@ -111,10 +111,10 @@ def parse_args(argv: list[str] | None, defaults: dict | None = None) -> argparse
 def check_trained_trials(args: argparse.Namespace) -> None:
     """Trained-state trials replay each task's first demonstrations: with OpenVLA's split, fine-tuning never sees
     the dataset's last episodes (the last task's), so those must not be counted as trained."""
-    from openvla_vq.data.rlds_dataset import HELD_OUT_FRACTION
+    from openvla_vq.data.rlds_dataset import held_out_episodes
 
     total = len(args.tasks.split(",")) * args.episodes_per_task
-    held = (max(1, round(HELD_OUT_FRACTION * total)) if total > 1 else 0) if args.train_split == "train" else 0
+    held = held_out_episodes(total) if args.train_split == "train" else 0
     if args.trained_trials > args.episodes_per_task - held:
         raise SystemExit(f"error: --trained_trials {args.trained_trials} would replay demonstrations fine-tuning never "
                          f"reads (--train_split train holds out the last {held} of {total}): pass --trained_trials "

@@ -73,7 +73,7 @@ class VLAPolicy:
         return self.model.generate_constrained(pixels, prompts, self.constraint)
 
     def predict_action(self, images, instructions: list[str]) -> np.ndarray:
-        """Images (uint8 HxWx3 or PIL, one per sample; for a two-image model a (third-person, wrist) tuple) +
+        """Images (uint8 HxWx3 or PIL, one per sample, or per sample a tuple of its cameras: (third-person, wrist)) +
         instructions -> actions [B, K, D] in the robot's units."""
         if len(images) != len(instructions):
             raise ValueError(f"got {len(images)} images for {len(instructions)} instructions")

@@ -10,9 +10,9 @@ from openvla_vq.model.prompt import collate, training_example
 from openvla_vq.model.vision import ImageProcessor
 
 
-def sample_images(sample: dict) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def sample_images(sample: dict) -> tuple[np.ndarray, ...]:
     """A sample's model input images in camera order: the third-person image, plus the wrist image when loaded."""
-    return (sample["image"], sample["wrist_image"]) if "wrist_image" in sample else sample["image"]
+    return (sample["image"], sample["wrist_image"]) if "wrist_image" in sample else (sample["image"],)
 
 
 class ActionChunkCollator:

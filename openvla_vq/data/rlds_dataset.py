@@ -44,12 +44,17 @@ def find_builder(data_root: str | Path, name: str):
     return tfds.builder_from_directory(str(newest))
 
 
+def held_out_episodes(n: int) -> int:
+    """Episodes the 'train' split leaves out of n: the last 5%, at least one when there are two or more."""
+    return max(1, round(HELD_OUT_FRACTION * n)) if n > 1 else 0
+
+
 def split_for(builder, split: str) -> str:
     """'train' -> the first 95% of episodes, 'val' -> the rest (at least one episode), 'all' -> everything."""
     if split == "all":
         return "train"
     n = builder.info.splits["train"].num_examples
-    held = max(1, round(HELD_OUT_FRACTION * n)) if n > 1 else 0
+    held = held_out_episodes(n)
     if split == "train":
         return f"train[:{n - held}]"
     if split == "val":

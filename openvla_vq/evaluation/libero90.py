@@ -200,11 +200,10 @@ def run_eval(cfg: EvalConfig) -> Path:
                 continue
             slots = sorted(active)
             start = time.perf_counter()
-            # per episode the model's input, camera by camera (an image, or a tuple for a two-image model)
+            # per episode the model's input images, camera by camera
             inputs = [tuple(preprocess_image(im, crop=crop) for im in active[s].images[:len(policy_cameras)])
                       for s in slots]
-            images = [x if len(x) > 1 else x[0] for x in inputs]
-            actions = protocol.gripper_to_env(policy.predict_action(images, [active[s].instruction for s in slots]))
+            actions = protocol.gripper_to_env(policy.predict_action(inputs, [active[s].instruction for s in slots]))
             share = (time.perf_counter() - start) / len(slots)
             for i, slot in enumerate(slots):
                 ep = active[slot]
