@@ -13,8 +13,8 @@ Stages (each recorded in <out>/stages/<stage>.json when done, so a rerun reuses 
      model's action-token accuracy / action L1 / gripper errors per task on the training frames (teacher forced);
   7. the report: results.json, report.md, training curves, success plot, a few MP4s.
 `make demo` runs the same path with few tasks, demonstrations and steps. Besides the scale (--tasks,
---episodes_per_task, --steps), flags vary the model (--vit_width, --llm_width; --num_images 2 adds the wrist
-camera), what trains in full next to LoRA (--train_modules) and which episodes fine-tuning reads (--train_split).
+--episodes_per_task, --steps), flags vary the model (--vit_width, --llm_width, --position_embedding; --num_images 2 adds
+the wrist camera), what trains in full next to LoRA (--train_modules) and which episodes fine-tuning reads (--train_split).
 """
 
 from __future__ import annotations
@@ -87,6 +87,8 @@ def parse_args(argv: list[str] | None, defaults: dict | None = None) -> argparse
     parser.add_argument("--tokenizers", default="binning,vq_m,vq_m+l")
     parser.add_argument("--vit_width", type=int, default=32, help="the tiny VLA's ViT embedding size (both towers)")
     parser.add_argument("--llm_width", type=int, default=64, help="the tiny VLA's Llama hidden size")
+    parser.add_argument("--position_embedding", choices=("random", "sincos"), default="random",
+                        help="the ViTs' (frozen under LoRA) position table: timm's random init or 2-D sin-cos")
     parser.add_argument("--num_images", type=int, choices=(1, 2), default=1,
                         help="2: the model also reads the wrist camera (OpenVLA-OFT's second image)")
     parser.add_argument("--steps", type=int, default=5000)
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
         from openvla_vq.model.tiny import write_tiny_checkpoint
 
         return {"folder": str(write_tiny_checkpoint(out / "vla", vit_width=args.vit_width, llm_width=args.llm_width,
-                                                    num_images=args.num_images))}
+                                                    num_images=args.num_images, position_embedding=args.position_embedding))}
 
     def demonstrations() -> dict:
         _run([py, "-m", "openvla_vq.sim.make_libero_rlds", "--out", str(data), "--tasks", args.tasks, "--episodes_per_task",
@@ -179,7 +181,8 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
     from openvla_vq.evaluation.learning_report import write_learning_report
     from openvla_vq.sim.make_libero_rlds import expert_version
 
-    vla = stages.run("1_vla", tiny_vla, key=f"tiny-vit{args.vit_width}-llm{args.llm_width}-images{args.num_images}",
+    vla = stages.run("1_vla", tiny_vla, key=f"tiny-vit{args.vit_width}-llm{args.llm_width}-images{args.num_images}"
+                                            + ("-sincos" if args.position_embedding == "sincos" else ""),
                      folders=(out / "vla",))
     experts = stages.run("2_demonstrations", demonstrations,
                          key=f"{args.tasks}x{args.episodes_per_task}/experts-{expert_version()}")

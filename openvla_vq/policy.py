@@ -35,7 +35,7 @@ class VLAPolicy:
         self.model = model.eval()
         self.text_tokenizer = text_tokenizer
         self.action_tokenizer = action_tokenizer
-        self.image_processor = ImageProcessor(model.vision_backbone, model.config.image_sizes[0])
+        self.image_processor = ImageProcessor(model.vision_backbone)
         self.constraint = action_tokenizer.decoding_constraint(model.config.text_config["vocab_size"])
         self.action_stats = self._pick_stats(norm_stats, unnorm_key)
         self.last_latency_s = 0.0

@@ -196,16 +196,21 @@ def test_predict_action_unnormalizes_with_checkpoint_statistics(tiny_folder, tex
     (tiny_folder / "dataset_statistics.json").unlink()
 
 
+def openvla_normalized(img: np.ndarray, stats: list) -> np.ndarray:
+    """Reference: OpenVLA's processor in numpy (bicubic to 224 px, then each tower's mean/std), [6, 224, 224]."""
+    resized = np.asarray(Image.fromarray(img).resize((224, 224), Image.Resampling.BICUBIC), np.float32) / 255
+    return np.concatenate([(resized - np.array(mean)) / np.array(std) for mean, std in stats], axis=2).transpose(2, 0, 1)
+
+
 def test_image_processor_matches_openvla_normalization():
     img = np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)
-    proc = ImageProcessor(stats=[((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), ((0.5,) * 3, (0.5,) * 3)])
-    x = proc([img])[0]
-    resized = np.asarray(Image.fromarray(img).resize((224, 224), Image.Resampling.BICUBIC), np.float32) / 255
-    dino = (resized - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
-    siglip = (resized - 0.5) / 0.5
-    np.testing.assert_allclose(x.numpy(), np.concatenate([dino, siglip], axis=2).transpose(2, 0, 1), atol=1e-5)
+    stats = [((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), ((0.5,) * 3, (0.5,) * 3)]
+    proc = ImageProcessor(stats=stats)
+    np.testing.assert_allclose(proc([img])[0].numpy(), openvla_normalized(img, stats), atol=1e-5)
     tiny = PrismaticVLA(tiny_config(VOCAB))
     assert torch.allclose(ImageProcessor(tiny.vision_backbone).mean.flatten(), proc.mean.flatten())
+    small = PrismaticVLA(tiny_config(VOCAB, image_sizes=[112, 112]))  # training and the policy read the model's size
+    assert ImageProcessor(small.vision_backbone)([img]).shape == (1, 6, 112, 112)
 
 
 def test_action_ids_follow_the_models_vocabulary(tiny_folder, text_tokenizer):
@@ -254,9 +259,38 @@ def test_two_image_model_reads_each_camera_through_the_same_towers(tmp_path):
 
 
 def test_image_processor_stacks_a_samples_cameras_in_order():
-    processor = ImageProcessor(stats=[((0.5,) * 3, (0.25,) * 3)] * 2)
-    a, b = (np.random.default_rng(i).integers(0, 256, (224, 224, 3), dtype=np.uint8) for i in range(2))
-    stacked = processor([(a, b)])
-    assert stacked.shape == (1, 12, 224, 224)
-    torch.testing.assert_close(stacked[0, :6], processor.to_tensor(a))
-    torch.testing.assert_close(stacked[0, 6:], processor.to_tensor(b))
+    stats = [((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), ((0.5,) * 3, (0.25,) * 3)]
+    processor = ImageProcessor(stats=stats)
+    a, b, c = (np.random.default_rng(i).integers(0, 256, (size, size, 3), dtype=np.uint8)
+               for i, size in enumerate((224, 256, 224)))
+    stacked = processor([(a, b), (c, a)])
+    assert stacked.shape == (2, 12, 224, 224)
+    for got, image in ((stacked[0, :6], a), (stacked[0, 6:], b), (stacked[1, :6], c), (stacked[1, 6:], a)):
+        np.testing.assert_allclose(got.numpy(), openvla_normalized(image, stats), atol=1e-5)
+
+
+def test_training_loss_on_the_supervised_tail_equals_the_full_loss(text_tokenizer):
+    """Training projects only the positions the loss reads onto the vocabulary (`supervised_tail`); the loss and every
+    gradient equal those of the full forward, where all 256 patch positions get logits too."""
+    torch.manual_seed(0)
+    model = PrismaticVLA(tiny_config(VOCAB))
+    examples = [training_example(text_tokenizer, text, [VOCAB - 1 - i for i in range(7)])
+                for text in ("a", "open the top drawer of the cabinet and the microwave")]  # prompts of unequal length
+    batch = collate([{"input_ids": x, "labels": y} for x, y in examples], pad_token_id=VOCAB, max_length=1024)
+    pixels = torch.randn(2, 6, 224, 224)
+    keep = model.supervised_tail(batch["labels"])
+    first = int((batch["labels"] != IGNORE_INDEX).any(0).nonzero()[0])  # the batch's first supervised text position
+    assert keep == batch["labels"].shape[1] - first + 1 and keep < model.num_patches
+    results = []
+    for logits_to_keep in (0, keep):
+        model.zero_grad()
+        out = model(**batch, pixel_values=pixels, logits_to_keep=logits_to_keep)
+        out.loss.backward()
+        results.append((out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (full, full_grads), (tail, tail_grads) = results
+    assert tail.logits.shape[1] == keep and full.logits.shape[1] == model.num_patches + batch["labels"].shape[1]
+    torch.testing.assert_close(tail.loss, full.loss)
+    torch.testing.assert_close(tail.logits, full.logits[:, -keep:])
+    assert full_grads.keys() == tail_grads.keys()
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(tail_grads[name], grad, msg=name)

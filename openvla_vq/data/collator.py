@@ -32,8 +32,8 @@ class ActionChunkCollator:
         examples = []
         for sample, row in zip(samples, rows):
             input_ids, labels = training_example(self.text_tokenizer, sample["instruction"], row)
-            examples.append({"input_ids": input_ids, "labels": labels,
-                             "pixel_values": self.image_processor.to_tensor(sample_images(sample))})
+            examples.append({"input_ids": input_ids, "labels": labels})
         batch = collate(examples, self.pad_token_id, self.max_length)
+        batch["pixel_values"] = self.image_processor([sample_images(sample) for sample in samples])
         batch["actions"] = actions
         return batch

@@ -73,14 +73,28 @@ class PrismaticVLA(nn.Module):
         b, p = labels.shape[0], self.num_patches
         return torch.cat([labels[:, :1], labels.new_full((b, p), IGNORE_INDEX), labels[:, 1:]], dim=1)
 
+    def supervised_tail(self, labels: torch.Tensor) -> int:
+        """Trailing positions of the multimodal sequence that the loss reads: from the one predicting the batch's
+        first supervised token to the end (0: all of them). Logits for only these give the same loss as for all."""
+        supervised = (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero()  # BOS (label 0) sits before the patches
+        if bool(labels[:, 0].ne(IGNORE_INDEX).any()) or not len(supervised):
+            return 0  # 0: every position
+        return labels.shape[1] - (1 + int(supervised[0])) + 1
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor,
-                labels: torch.Tensor | None = None):
-        """Causal-LM forward; logits/labels cover [BOS, patches, text...], patch positions are never supervised."""
+                labels: torch.Tensor | None = None, logits_to_keep: int = 0):
+        """Causal-LM forward; logits/labels cover [BOS, patches, text...], patch positions are never supervised.
+
+        logits_to_keep: n > 0 computes only the last n positions' logits and the loss over their labels (training
+        passes `supervised_tail(labels)`: the same loss without the vocabulary projection of every image patch)."""
         embeds = self.embed_multimodal(pixel_values, input_ids)
         b, p = input_ids.shape[0], self.num_patches
         mask = torch.cat([attention_mask[:, :1], attention_mask.new_ones(b, p), attention_mask[:, 1:]], dim=1)
         full_labels = self.expand_labels(labels) if labels is not None else None
-        return self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=full_labels)
+        if full_labels is not None and logits_to_keep:
+            full_labels = full_labels[:, -logits_to_keep:]
+        return self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=full_labels,
+                                   logits_to_keep=logits_to_keep)
 
     # ---- generation ---------------------------------------------------------------------
     @torch.no_grad()

@@ -41,7 +41,8 @@ def training_example(text_tokenizer, instruction: str, action_ids: Sequence[int]
 
 
 def collate(examples: list[dict], pad_token_id: int, max_length: int) -> dict[str, torch.Tensor]:
-    """Right-pad input_ids (pad id) and labels (IGNORE_INDEX), stack pixel_values; attention_mask marks real tokens."""
+    """Right-pad input_ids (pad id) and labels (IGNORE_INDEX), stack pixel_values (when the examples carry them);
+    attention_mask marks real tokens."""
     longest = min(max(len(e["input_ids"]) for e in examples), max_length)
     b = len(examples)
     input_ids = torch.full((b, longest), pad_token_id, dtype=torch.long)
@@ -50,6 +51,7 @@ def collate(examples: list[dict], pad_token_id: int, max_length: int) -> dict[st
         n = min(len(e["input_ids"]), longest)
         input_ids[i, :n] = e["input_ids"][:n]
         labels[i, :n] = e["labels"][:n]
-    batch = {"input_ids": input_ids, "labels": labels, "attention_mask": (input_ids != pad_token_id).long(),
-             "pixel_values": torch.stack([e["pixel_values"] for e in examples])}
+    batch = {"input_ids": input_ids, "labels": labels, "attention_mask": (input_ids != pad_token_id).long()}
+    if "pixel_values" in examples[0]:
+        batch["pixel_values"] = torch.stack([e["pixel_values"] for e in examples])
     return batch

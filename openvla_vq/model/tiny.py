@@ -64,13 +64,25 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 def write_tiny_checkpoint(folder: str | Path, seed: int = 0, base_vocab_size: int = 1600,
                           text_tokenizer: str | Path | None = None, vit_width: int = 32, llm_width: int = 64,
-                          num_images: int = 1) -> Path:
+                          num_images: int = 1, position_embedding: str = "random") -> Path:
     """A random-init tiny VLA + its tokenizer, saved in OpenVLA's folder layout.
 
     text_tokenizer: a tokenizer folder to copy (e.g. the Llama-2 one; base_vocab_size must then be its 32000),
-    else a small one is trained here. vit_width / llm_width / num_images: see tiny_config."""
+    else a small one is trained here. vit_width / llm_width / num_images: see tiny_config.
+    position_embedding: "random" keeps timm's init (std 0.02); "sincos" writes MAE's fixed 2-D sin-cos table into
+    both towers instead. LoRA never trains the position embedding, and timm's init is ~30x weaker than the random
+    patch embedding's output, which leaves a frozen from-scratch ViT nearly blind to where a patch lies."""
     torch.manual_seed(seed)
     model = PrismaticVLA(tiny_config(base_vocab_size, vit_width, llm_width, num_images))
+    if position_embedding == "sincos":
+        from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
+
+        for vit in (model.vision_backbone.featurizer, model.vision_backbone.fused_featurizer):
+            table = build_sincos2d_pos_embed(list(vit.patch_embed.grid_size), dim=vit.pos_embed.shape[-1])
+            with torch.no_grad():
+                vit.pos_embed.copy_(table.view_as(vit.pos_embed))  # both towers: patches only, no class position
+    elif position_embedding != "random":
+        raise ValueError(f"position_embedding {position_embedding!r}: pass random or sincos")
     model.save_pretrained(folder)
     if text_tokenizer is None:
         train_text_tokenizer(folder, vocab_size=base_vocab_size, seed=seed)

@@ -77,21 +77,24 @@ class ImageProcessor:
     [B, 6, H, W] (or [B, 6 n, H, W]).
     """
 
-    def __init__(self, backbone: FusedVisionBackbone | None = None, image_size: int = 224,
-                 stats: list[tuple[tuple, tuple]] | None = None) -> None:
-        if stats is None:
-            stats = []
-            for vit in (backbone.featurizer, backbone.fused_featurizer):
-                cfg = timm.data.resolve_model_data_config(vit)
-                stats.append((tuple(cfg["mean"]), tuple(cfg["std"])))
+    def __init__(self, backbone: FusedVisionBackbone | None = None, stats: list[tuple[tuple, tuple]] | None = None,
+                 image_size: int = 224) -> None:
+        """backbone: its towers give the mean/std and the image size (training and evaluation read the same); or
+        explicit stats (and image_size)."""
+        if backbone is not None:
+            configs = [timm.data.resolve_model_data_config(vit) for vit in (backbone.featurizer, backbone.fused_featurizer)]
+            stats = [(tuple(cfg["mean"]), tuple(cfg["std"])) for cfg in configs]
+            image_size = backbone.featurizer.patch_embed.img_size[0]  # the model's own (timm's config says 518)
         self.image_size = image_size
         self.mean = torch.tensor([m for mean, _ in stats for m in mean]).view(6, 1, 1)
         self.std = torch.tensor([s for _, std in stats for s in std]).view(6, 1, 1)
 
     def to_tensor(self, image: np.ndarray | Image.Image | tuple) -> torch.Tensor:
         """One image -> [6, H, W]; a tuple of images (cameras of one sample) -> [6 n, H, W]."""
-        if isinstance(image, (tuple, list)):
-            return torch.cat([self.to_tensor(im) for im in image])
+        return self([image])[0]
+
+    def _uint8(self, image: np.ndarray | Image.Image) -> torch.Tensor:
+        """One image -> uint8 [3, H, W] at the model's size."""
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"expected a uint8 HxWx3 image, got {image.dtype} {image.shape}")
@@ -99,8 +102,16 @@ class ImageProcessor:
         image = image.convert("RGB")
         if image.size != (self.image_size, self.image_size):
             image = image.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
-        x = TF.pil_to_tensor(image).float().div_(255.0)
-        return (x.repeat(2, 1, 1) - self.mean) / self.std
+        return TF.pil_to_tensor(image)
 
-    def __call__(self, images) -> torch.Tensor:
-        return torch.stack([self.to_tensor(im) for im in images])
+    def __call__(self, images: list) -> torch.Tensor:
+        """A batch: per sample one image or a tuple of its cameras -> float32 [B, 6 n, H, W]: the uint8 pixels
+        gathered first, then each image's RGB copied once per tower into one float tensor normalized in place
+        (the same values as per-image normalization, without a float tensor per image and their stacking)."""
+        cameras = [tuple(im) if isinstance(im, (tuple, list)) else (im,) for im in images]
+        pixels = torch.stack([torch.stack([self._uint8(im) for im in sample]) for sample in cameras])  # [B, n, 3, H, W]
+        b, n, _, h, w = pixels.shape
+        batch = torch.empty(b, n, 2, 3, h, w)
+        batch.copy_(pixels[:, :, None].expand(b, n, 2, 3, h, w))
+        batch = batch.view(b, 6 * n, h, w).div_(255.0)
+        return batch.sub_(self.mean.repeat(n, 1, 1)).div_(self.std.repeat(n, 1, 1))

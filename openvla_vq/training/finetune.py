@@ -185,10 +185,11 @@ def finetune(cfg: FinetuneConfig) -> Path:
             batch = next(batches)
             data_position += cfg.batch_size
             window_samples += cfg.batch_size * accelerator.num_processes
+            keep = unwrapped.base_model.model.supervised_tail(batch["labels"])
             with accelerator.accumulate(model), accelerator.autocast():
                 out = model(input_ids=batch["input_ids"].to(accelerator.device), labels=batch["labels"].to(accelerator.device),
                             attention_mask=batch["attention_mask"].to(accelerator.device),
-                            pixel_values=batch["pixel_values"].to(accelerator.device))
+                            pixel_values=batch["pixel_values"].to(accelerator.device), logits_to_keep=keep)
                 accelerator.backward(out.loss)
                 optimizer.step()
                 scheduler.step()
@@ -196,7 +197,8 @@ def finetune(cfg: FinetuneConfig) -> Path:
         step += 1
         bar.update(1)
         if step % cfg.log_steps == 0 or step == cfg.max_steps:
-            metrics = action_metrics(out.logits.detach(), unwrapped.base_model.model.expand_labels(batch["labels"]).to(out.logits.device),
+            labels = unwrapped.base_model.model.expand_labels(batch["labels"])[:, -keep:]
+            metrics = action_metrics(out.logits.detach(), labels.to(out.logits.device),
                                      text_tokenizer.eos_token_id, tokenizer, constraint, batch["actions"])
             metrics["train_loss"] = out.loss.item()
             metrics["samples_per_s"] = window_samples / (time.perf_counter() - window_start)
