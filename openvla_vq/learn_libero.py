@@ -45,10 +45,12 @@ class Stages:
 
     def run(self, name: str, fn, key: str | None = None, folders: tuple[Path, ...] = ()) -> dict:
         """`key` says what the stage is built from (downstream keys include upstream ones): a stage recorded with
-        another key is redone, its output `folders` removed first (runs and evaluations would otherwise resume)."""
+        another key is redone, its output `folders` removed first (runs and evaluations would otherwise resume). A stage
+        interrupted before its record was written keeps its folders for a rerun with the same key (fine-tunes resume
+        from their last checkpoint, evaluations from their finished episodes), else they are removed."""
         from openvla_vq.io import write_json
 
-        marker = self.folder / f"{name}.json"
+        marker, started = self.folder / f"{name}.json", self.folder / f"{name}.started"
         if marker.is_file():
             if json.loads(marker.read_text()).get("key") == key:
                 print(f"[{self.prefix}] {name}: done earlier, reused", flush=True)
@@ -57,12 +59,22 @@ class Stages:
             marker.unlink()
             for folder in folders:
                 shutil.rmtree(folder, ignore_errors=True)
+        resumed = started.is_file() and json.loads(started.read_text()).get("key") == key
+        if resumed:
+            print(f"[{self.prefix}] {name}: interrupted earlier, resumed", flush=True)
+        elif started.is_file():  # what an interrupted stage left was built from other inputs
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+        write_json(started, {"key": key})
         print(f"[{self.prefix}] {name} ...", flush=True)
         start = time.perf_counter()
         result = fn() or {}
         result["wall_s"] = round(time.perf_counter() - start, 1)
         result["key"] = key
+        if resumed:
+            result["resumed"] = True  # wall_s counts the resumed part only
         write_json(marker, result)
+        started.unlink()
         print(f"[{self.prefix}] {name}: {result['wall_s']} s", flush=True)
         return result
 
@@ -155,14 +167,18 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
         return {"folder": str(folder), "fingerprint": load_action_tokenizer(str(folder)).fingerprint()}
 
     def finetune(tok: str) -> dict:
+        from openvla_vq.training.checkpoint import latest_checkpoint
+
+        run_dir = out / "runs" / tok  # checkpoints every 1,000 steps: an interrupted fine-tune resumes from the last
+        resume = latest_checkpoint(run_dir) is not None
         _run([py, "finetune/lora.py", "--vla_path", str(out / "vla"), "--data_root_dir", str(data), "--dataset_name", DATASET,
               "--tokenizer", tokenizer_spec(tok), "--run_root_dir", str(out / "runs"), "--run_id", tok,
-              "--batch_size", str(args.batch_size), "--max_steps", str(args.steps), "--save_steps", str(args.steps),
+              "--batch_size", str(args.batch_size), "--max_steps", str(args.steps), "--save_steps", str(min(args.steps, 1000)),
               "--log_steps", "50", "--learning_rate", str(args.learning_rate), "--shuffle_buffer_size", "20000",
               # from scratch: the output layer must learn too, and a decaying rate lets the memorisation settle
               "--image_aug", "false", "--train_modules", args.train_modules, "--lr_schedule", "cosine",
-              "--train_split", args.train_split])
-        return {"checkpoint": str(out / "runs" / tok / "checkpoints" / f"step_{args.steps:08d}")}
+              "--train_split", args.train_split, "--resume", str(resume).lower()])
+        return {"checkpoint": str(run_dir / "checkpoints" / f"step_{args.steps:08d}")}
 
     def evaluate(tok: str, which: str) -> dict:
         trials = args.trained_trials if which == "trained" else args.protocol_trials
@@ -294,7 +310,50 @@ def diagnose(checkpoint: Path, data_root: Path, max_frames: int = 512) -> dict:
             "tokenizer_recon_l1_per_dim": [round(float(x), 5) for x in per_dim],
             "greedy_token_accuracy": accuracy, "predicted_action_l1": l1, **token_predictability(ids, inside),
             "gripper_errors": gripper_errors(tok.decode(predicted)[:, 0, -1], actions[:, 0, -1],
-                                             [s["instruction"] for s in samples])}
+                                             [s["instruction"] for s in samples]),
+            "image_dependence": image_dependence(policy, frames, data_root)}
+
+
+def image_dependence(policy, frames, data_root: Path, steps: tuple[int, ...] = (0, 10, 20)) -> dict[str, dict]:
+    """Per task: does the trained model act on where things are? At steps k of every demonstration, the model sees
+    frame k once with its own image and once with the image of the task's next demonstration at step k (same
+    instruction, other placement). First action of the chunk, arm dimensions, normalized units, means over frames:
+    `demos_differ` |a_i - a_j| (what the image must tell apart), `own_error` |pred(own image) - a_i|, `swap_changes`
+    |pred(own image) - pred(other image)|. A model that reads the scene changes its action about as much as the
+    demonstrations differ; one that acts by phase alone hardly changes it."""
+    import numpy as np
+    import torch
+
+    from openvla_vq.data.collator import sample_images
+
+    generation = json.loads((data_root / DATASET / "1.0.0" / "generation_report.json").read_text())
+    rows = {row["file"]: row for row in generation["attempts"]}
+    starts, position = {}, 0  # dataset frame index of each kept episode's first step
+    for file in generation["dataset_episodes"]:
+        starts[file], position = position, position + rows[file]["steps"]
+    wanted = {starts[f] + k: (f, k) for f in starts for k in steps if k < rows[f]["steps"]}
+    picked = {wanted[i]: frame for i, frame in enumerate(frames) if i in wanted}
+    tok = policy.action_tokenizer
+    result = {}
+    for task in sorted({rows[f]["task_index"] for f in starts}):
+        episodes = [f for f in starts if rows[f]["task_index"] == task]
+        pairs = [(picked[e, k], picked[o, k]) for e, o in zip(episodes, episodes[1:] + episodes[:1]) for k in steps
+                 if (e, k) in picked and (o, k) in picked and e != o]
+        if not pairs:
+            continue
+        own, other = ([pair[i] for pair in pairs] for i in (0, 1))
+        texts = [s["instruction"] for s in own]
+
+        def act(images):
+            return tok.decode(policy.predict_ids(images, texts).cpu())[:, 0, :6]
+
+        with_own, with_other = act([sample_images(s) for s in own]), act([sample_images(s) for s in other])
+        gold = (torch.from_numpy(np.stack([s["actions"][0, :6] for s in own])),
+                torch.from_numpy(np.stack([s["actions"][0, :6] for s in other])))
+        result[texts[0]] = {"frames": len(pairs), "demos_differ": float((gold[0] - gold[1]).abs().mean()),
+                            "own_error": float((with_own - gold[0]).abs().mean()),
+                            "swap_changes": float((with_own - with_other).abs().mean())}
+    return result
 
 
 def gripper_errors(predicted: torch.Tensor, gold: torch.Tensor, instructions: list[str]) -> dict[str, float]:

@@ -1,5 +1,6 @@
 """Pipeline stage records (make demo, make learn-libero): reused on a rerun, redone from scratch when built from
-other inputs (their output folders removed first, since runs and evaluations would otherwise resume)."""
+other inputs (their output folders removed first, since runs and evaluations would otherwise resume), resumed
+after an interruption."""
 
 import json
 
@@ -27,6 +28,34 @@ def test_stages_are_reused_and_a_changed_key_redoes_the_stage_from_scratch(tmp_p
     record = json.loads((tmp_path / "stages" / "4_finetune_vq_m.json").read_text())
     assert record["key"] == "weights-2" and record["wall_s"] >= 0
     assert list(stages.times()) == ["4_finetune_vq_m"]
+
+
+def test_an_interrupted_stage_keeps_its_partial_output_for_the_same_inputs_and_drops_it_for_others(tmp_path):
+    """A killed fine-tune resumes from its checkpoints when rerun with the same key; with another key it starts clean."""
+    stages = Stages(tmp_path)
+
+    def interrupt(name: str, key: str, folder) -> None:
+        def killed():
+            folder.mkdir(parents=True)
+            (folder / "step_1000").write_text("partial")
+            raise KeyboardInterrupt
+
+        try:
+            stages.run(name, killed, key=key, folders=(folder,))
+        except KeyboardInterrupt:
+            pass
+
+    def rerun(name: str, key: str, folder) -> bool:
+        """Whether the rerun's work found the partial output."""
+        return stages.run(name, lambda: {"found": (folder / "step_1000").exists()}, key=key, folders=(folder,))["found"]
+
+    binning, vq_m = tmp_path / "runs" / "binning", tmp_path / "runs" / "vq_m"
+    interrupt("4_finetune_binning", "8000-steps", binning)
+    assert rerun("4_finetune_binning", "8000-steps", binning), "the same inputs resume from what was left"
+    assert json.loads((tmp_path / "stages" / "4_finetune_binning.json").read_text())["resumed"] is True
+    interrupt("4_finetune_vq_m", "5000-steps", vq_m)
+    assert not rerun("4_finetune_vq_m", "8000-steps", vq_m), "other inputs start clean"
+    assert list(stages.times()) == ["4_finetune_binning", "4_finetune_vq_m"], "no record of the interruptions remains"
 
 
 def test_a_replay_follows_its_demonstration_until_an_action_first_differs():

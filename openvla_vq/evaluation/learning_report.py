@@ -121,6 +121,16 @@ def _markdown(results: dict) -> str:
                   "|---|" + "---|" * len(instructions)]
         lines += [f"| {tok} | " + " | ".join(f"{per_tok[t]:.3f}" if t in per_tok else "-" for t in instructions) + " |"
                   for tok, per_tok in errors.items()]
+    dependence = {tok: run["diagnostics"].get("image_dependence", {}) for tok, run in results["runs"].items()}
+    if any(dependence.values()):
+        lines += ["", "## Does the action follow the image? (training frames, first action, arm dims, normalized)", "",
+                  "Each demonstration's frames at steps 0, 10, 20 with its own image and with another demonstration's "
+                  "image at that step (same task): how much the demonstrations' actions differ there, the prediction's "
+                  "error with its own image, and how much the prediction changes when the image is swapped.", "",
+                  "| tokenizer | task | frames | demonstrations differ | error, own image | change, swapped image |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {tok} | {task} | {d['frames']} | {d['demos_differ']:.3f} | {d['own_error']:.3f} | "
+                  f"{d['swap_changes']:.3f} |" for tok, per_task in dependence.items() for task, d in per_task.items()]
     lines += ["", "## Per task (successes / episodes)", "",
               "| tokenizer | states | " + " | ".join(next(iter(results["runs"].values()))["trained_states"]["tasks"]) + " |",
               "|---|---|" + "---|" * len(next(iter(results["runs"].values()))["trained_states"]["tasks"])]
