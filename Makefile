@@ -55,7 +55,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m openvla_vq.demo --data_root_dir $(DATA)/demo --assets_dir $(LIBERO_ASSETS)
 
-# about 1.4 hours on 2 idle cores (10 demonstrations x 4 tasks, three 5,000-step fine-tunes, six evaluations); every stage is reused on a rerun (runs/learn-libero/stages/)
+# about 1 hour on 2 idle cores (10 demonstrations x 4 tasks, three 5,000-step fine-tunes, six evaluations); every stage is reused on a rerun (runs/learn-libero/stages/)
 learn-libero: $(STAMP)
 	$(PY) -m openvla_vq.learn_libero --data_root_dir $(DATA)/learn-libero --assets_dir $(LIBERO_ASSETS) --report reports/learn-libero
 

@@ -1,7 +1,7 @@
 """`make learn-libero`: expert demonstrations -> a small VLA trained from scratch per tokenizer -> closed-loop
 LIBERO-90 success on the demonstrations' own starting states and on the protocol's fixed init states -> one report.
 
-Stages (each recorded in <out>/stages/<stage>.json when done, so a rerun reuses it):
+Stages (each recorded in <out>/stages/<stage>.json when done, so a rerun reuses it; an interrupted one resumes):
   1. a tiny random VLA in OpenVLA's checkpoint layout and code path (no pretrained weights reach us), trained from
      scratch: LoRA as OpenVLA plus the output layer (lm_head) in full;
   2. expert demonstrations from random resets (sim/make_libero_rlds.py, parallel, resumable);
@@ -10,7 +10,8 @@ Stages (each recorded in <out>/stages/<stage>.json when done, so a rerun reuses 
   5. its evaluation through eval/libero90.py: (a) trained states (init_states.npz of the demonstrations) and
      (b) protocol states (LIBERO's fixed init states, never trained on);
   6. diagnostics per tokenizer: reconstruction error of the tokenizer on the demonstrations' action chunks and the
-     model's action-token accuracy / action L1 / gripper errors per task on the training frames (teacher forced);
+     model's action-token accuracy / action L1 / gripper errors per task on the training frames (teacher forced),
+     and whether its action follows the image (image_dependence);
   7. the report: results.json, report.md, training curves, success plot, a few MP4s.
 `make demo` runs the same path with few tasks, demonstrations and steps. Besides the scale (--tasks,
 --episodes_per_task, --steps), flags vary the model (--vit_width, --llm_width, --position_embedding; --num_images 2 adds
