@@ -291,7 +291,13 @@ def diagnose(checkpoint: Path, data_root: Path, max_frames: int = 512) -> dict:
     # only those frames are kept, so memory stays bounded however large the dataset
     starts = range(0, total, max(16, total // (max_frames // 16)))
     wanted = {i for start in starts for i in range(start, min(start + 16, total))}
-    samples = [frame for i, frame in enumerate(frames) if i in wanted][:max_frames]
+    by_index = dependence_frames(data_root)
+    samples, picked = [], {}  # one pass over the dataset for both diagnostics
+    for i, frame in enumerate(frames):
+        if i in wanted and len(samples) < max_frames:
+            samples.append(frame)
+        if i in by_index:
+            picked[by_index[i]] = frame
     actions = torch.tensor(np.stack([s["actions"] for s in samples]), dtype=torch.float32)
     ids = tok.encode(actions)
     recon = tok.decode(ids)
@@ -312,34 +318,39 @@ def diagnose(checkpoint: Path, data_root: Path, max_frames: int = 512) -> dict:
             "greedy_token_accuracy": accuracy, "predicted_action_l1": l1, **token_predictability(ids, inside),
             "gripper_errors": gripper_errors(tok.decode(predicted)[:, 0, -1], actions[:, 0, -1],
                                              [s["instruction"] for s in samples]),
-            "image_dependence": image_dependence(policy, frames, data_root)}
+            "image_dependence": image_dependence(policy, picked)}
 
 
-def image_dependence(policy, frames, data_root: Path, steps: tuple[int, ...] = (0, 10, 20)) -> dict[str, dict]:
-    """Per task: does the trained model act on where things are? At steps k of every demonstration, the model sees
-    frame k once with its own image and once with the image of the task's next demonstration at step k (same
-    instruction, other placement). First action of the chunk, arm dimensions, normalized units, means over frames:
-    `demos_differ` |a_i - a_j| (what the image must tell apart), `own_error` |pred(own image) - a_i|, `swap_changes`
-    |pred(own image) - pred(other image)|. A model that reads the scene changes its action about as much as the
-    demonstrations differ; one that acts by phase alone hardly changes it."""
+def dependence_frames(data_root: Path, steps: tuple[int, ...] = (0, 10, 20)) -> dict[int, tuple[int, str, int]]:
+    """Dataset frame index -> (task, episode file, step) for steps k of every demonstration (image_dependence's frames)."""
+    generation = json.loads((data_root / DATASET / "1.0.0" / "generation_report.json").read_text())
+    rows = {row["file"]: row for row in generation["attempts"]}
+    index, start = {}, 0  # episodes lie in the dataset in dataset_episodes' order
+    for file in generation["dataset_episodes"]:
+        index.update({start + k: (rows[file]["task_index"], file, k) for k in steps if k < rows[file]["steps"]})
+        start += rows[file]["steps"]
+    return index
+
+
+def image_dependence(policy, picked: dict[tuple[int, str, int], dict]) -> dict[str, dict]:
+    """Per task: does the trained model act on where things are? At steps k of every demonstration (`picked`, from
+    dependence_frames), the model sees frame k once with its own image and once with the image of the task's next
+    demonstration at step k (same instruction, other placement). First action of the chunk, arm dimensions,
+    normalized units, means over frames: `demos_differ` |a_i - a_j| (what the image must tell apart), `own_error`
+    |pred(own image) - a_i|, `swap_changes` |pred(own image) - pred(other image)|. A model that reads the scene
+    changes its action about as much as the demonstrations differ; one that acts by phase alone hardly changes it."""
     import numpy as np
     import torch
 
     from openvla_vq.data.collator import sample_images
 
-    generation = json.loads((data_root / DATASET / "1.0.0" / "generation_report.json").read_text())
-    rows = {row["file"]: row for row in generation["attempts"]}
-    starts, position = {}, 0  # dataset frame index of each kept episode's first step
-    for file in generation["dataset_episodes"]:
-        starts[file], position = position, position + rows[file]["steps"]
-    wanted = {starts[f] + k: (f, k) for f in starts for k in steps if k < rows[f]["steps"]}
-    picked = {wanted[i]: frame for i, frame in enumerate(frames) if i in wanted}
     tok = policy.action_tokenizer
+    steps = sorted({k for _, _, k in picked})
     result = {}
-    for task in sorted({rows[f]["task_index"] for f in starts}):
-        episodes = [f for f in starts if rows[f]["task_index"] == task]
-        pairs = [(picked[e, k], picked[o, k]) for e, o in zip(episodes, episodes[1:] + episodes[:1]) for k in steps
-                 if (e, k) in picked and (o, k) in picked and e != o]
+    for task in sorted({t for t, _, _ in picked}):
+        episodes = list(dict.fromkeys(f for t, f, _ in picked if t == task))
+        pairs = [(picked[task, e, k], picked[task, o, k]) for e, o in zip(episodes, episodes[1:] + episodes[:1])
+                 for k in steps if e != o and (task, e, k) in picked and (task, o, k) in picked]
         if not pairs:
             continue
         own, other = ([pair[i] for pair in pairs] for i in (0, 1))
