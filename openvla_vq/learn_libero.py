@@ -107,6 +107,8 @@ def parse_args(argv: list[str] | None, defaults: dict | None = None) -> argparse
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--learning_rate", type=float, default=3e-3)
+    parser.add_argument("--warmup_steps", type=int, default=0, help="linear learning-rate warm-up (finetune/lora.py's)")
+    parser.add_argument("--max_grad_norm", type=float, default=0.0, help="gradient clipping (0: none, OpenVLA's)")
     parser.add_argument("--train_modules", default="lm_head",
                         help="trained in full next to LoRA (from scratch, the output layer must learn), "
                              "e.g. lm_head,patch_embed")
@@ -178,7 +180,8 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
               "--log_steps", "50", "--learning_rate", str(args.learning_rate), "--shuffle_buffer_size", "20000",
               # from scratch: the output layer must learn too, and a decaying rate lets the memorisation settle
               "--image_aug", "false", "--train_modules", args.train_modules, "--lr_schedule", "cosine",
-              "--train_split", args.train_split, "--resume", str(resume).lower()])
+              "--train_split", args.train_split, "--warmup_steps", str(args.warmup_steps),
+              "--max_grad_norm", str(args.max_grad_norm), "--resume", str(resume).lower()])
         return {"checkpoint": str(run_dir / "checkpoints" / f"step_{args.steps:08d}")}
 
     def evaluate(tok: str, which: str) -> dict:
@@ -210,7 +213,8 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
     runs, keys = {}, {}
     for tok in tokenizers:
         keys[tok] = f"{data_key}/{load_action_tokenizer(tokenizer_spec(tok)).fingerprint()}/{args.steps}x{args.batch_size}" \
-                    f"@{args.learning_rate}/{args.train_modules}/{args.train_split}"
+                    f"@{args.learning_rate}/{args.train_modules}/{args.train_split}" \
+                    + (f"/warmup{args.warmup_steps}/clip{args.max_grad_norm}" if args.warmup_steps or args.max_grad_norm else "")
         runs[tok] = stages.run(f"4_finetune_{tok}", lambda tok=tok: finetune(tok), key=keys[tok], folders=(out / "runs" / tok,))
         for which in ("trained", "protocol"):
             stages.run(f"5_eval_{tok}_{which}", lambda tok=tok, which=which: evaluate(tok, which),

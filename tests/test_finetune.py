@@ -17,7 +17,7 @@ from openvla_vq.action_tokenizers.fast import FastActionTokenizer, FastConfig, d
 from openvla_vq.model import ImageProcessor, PrismaticVLA
 from openvla_vq.model.tiny import write_tiny_checkpoint
 from openvla_vq.training.config import FinetuneConfig
-from openvla_vq.training.finetune import PreflightError, preflight
+from openvla_vq.training.finetune import PreflightError, lr_multiplier, preflight
 from bad_inputs import assert_one_line_error, disagreeing_tokenizer, truncate
 from rlds_fixtures import write_libero_like
 
@@ -169,6 +169,34 @@ def test_preflight_errors(setup):
         preflight(FinetuneConfig(**base, resume=True))
     with pytest.raises(PreflightError, match="--lr_schedule 'linear': pass constant"):
         preflight(FinetuneConfig(**base, lr_schedule="linear"))
+    with pytest.raises(PreflightError, match=r"--warmup_steps 10: pass 0 \(none, OpenVLA's\) up to --max_steps - 1 \(9\)"):
+        preflight(FinetuneConfig(**base, max_steps=10, warmup_steps=10))
+    with pytest.raises(PreflightError, match="--max_grad_norm -1.0: pass 0"):
+        preflight(FinetuneConfig(**base, max_grad_norm=-1.0))
+
+
+def test_learning_rate_warms_up_linearly_then_follows_the_schedule():
+    """Written out by hand: 4 warm-up steps of 12, then a half cosine over the remaining 8 (or constant)."""
+    cosine = FinetuneConfig(max_steps=12, warmup_steps=4, lr_schedule="cosine")
+    assert [lr_multiplier(cosine, s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_multiplier(cosine, 4) == 1.0 and lr_multiplier(cosine, 8) == pytest.approx(0.5)
+    assert lr_multiplier(cosine, 10) == pytest.approx(0.5 * (1 + np.cos(np.pi * 0.75)))
+    assert lr_multiplier(cosine, 12) == pytest.approx(0.0) and lr_multiplier(cosine, 20) == pytest.approx(0.0)
+    constant = FinetuneConfig(max_steps=12, warmup_steps=4)
+    assert [lr_multiplier(constant, s) for s in (0, 3, 4, 11)] == [0.25, 1.0, 1.0, 1.0]
+    plain = FinetuneConfig(max_steps=12, lr_schedule="cosine")  # no warm-up: the cosine from step 0, as before
+    assert lr_multiplier(plain, 0) == 1.0 and lr_multiplier(plain, 6) == pytest.approx(0.5)
+
+
+def test_warmup_and_gradient_clipping_run_and_log_the_norm(setup):
+    from openvla_vq.evaluation.learning_report import training_curve
+
+    done = run(args(setup, "binning", "clipped", 20, "--warmup_steps", "5", "--max_grad_norm", "0.01",
+                    "--lr_schedule", "cosine"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    norms = [value for _, value in training_curve(setup / "runs" / "clipped")["grad_norm"]]
+    assert len(norms) == 4 and all(n > 0.01 for n in norms)  # the norm before clipping: every update was clipped
+    assert fixed_batch_loss(setup, "binning", adapter(setup, "clipped", 20)) < fixed_batch_loss(setup, "binning", None) - 0.05
 
 
 def test_fsdp_on_two_cpu_processes_resumes_after_sigkill_and_merges(setup):

@@ -20,6 +20,8 @@ class FinetuneConfig:
     save_steps: int = 5_000
     learning_rate: float = 5e-4
     lr_schedule: str = "constant"  # OpenVLA's; "cosine" decays to 0 at max_steps (training from scratch converges)
+    warmup_steps: int = 0  # OpenVLA's: none; > 0 ramps the rate up linearly over these first steps, then the schedule
+    max_grad_norm: float = 0.0  # OpenVLA's: 0, no clipping; > 0 clips the global gradient norm before each update
     grad_accumulation_steps: int = 1
     image_aug: bool = True
     shuffle_buffer_size: int = 100_000

@@ -37,6 +37,17 @@ from openvla_vq.training.lora import add_lora
 from openvla_vq.training.metrics import action_metrics
 
 
+def lr_multiplier(cfg: FinetuneConfig, step: int) -> float:
+    """The learning rate at optimizer step `step` (0-based) as a fraction of --learning_rate: a linear ramp over
+    --warmup_steps (from 1/warmup_steps), then constant or a half cosine reaching 0 at --max_steps."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    done = (min(step, cfg.max_steps) - cfg.warmup_steps) / (cfg.max_steps - cfg.warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * done))
+
+
 class PreflightError(RuntimeError):
     """A problem with the inputs, found before any training step (one-line message)."""
 
@@ -55,6 +66,11 @@ def preflight(cfg: FinetuneConfig) -> Inputs:
     """Tokenizer, model folder, vocabulary fit, dataset, statistics, chunk length and resume state, in that order."""
     if cfg.lr_schedule not in ("constant", "cosine"):
         raise PreflightError(f"--lr_schedule {cfg.lr_schedule!r}: pass constant (OpenVLA's) or cosine")
+    if not 0 <= cfg.warmup_steps < cfg.max_steps:
+        raise PreflightError(f"--warmup_steps {cfg.warmup_steps}: pass 0 (none, OpenVLA's) up to --max_steps - 1 "
+                             f"({cfg.max_steps - 1})")
+    if cfg.max_grad_norm < 0:
+        raise PreflightError(f"--max_grad_norm {cfg.max_grad_norm}: pass 0 (no clipping, OpenVLA's) or a positive norm")
     if cfg.train_split not in ("train", "all"):
         raise PreflightError(f"--train_split {cfg.train_split!r}: pass train (OpenVLA's first 95% of episodes) or all")
     try:
@@ -147,8 +163,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     model = add_lora(model, cfg.lora_rank, cfg.lora_dropout, tuple(filter(None, cfg.train_modules.split(","))))
     constraint = tokenizer.decoding_constraint(model.config.text_config["vocab_size"])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, (lambda step: 1.0) if cfg.lr_schedule == "constant" else
-                                                  (lambda step: 0.5 * (1 + math.cos(math.pi * min(step, cfg.max_steps) / cfg.max_steps))))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(cfg, step))
 
     step, data_position = 0, 0
     if inputs.resume_from is not None:
@@ -191,6 +206,8 @@ def finetune(cfg: FinetuneConfig) -> Path:
                             attention_mask=batch["attention_mask"].to(accelerator.device),
                             pixel_values=batch["pixel_values"].to(accelerator.device), logits_to_keep=keep)
                 accelerator.backward(out.loss)
+                if cfg.max_grad_norm > 0 and accelerator.sync_gradients:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
@@ -201,6 +218,8 @@ def finetune(cfg: FinetuneConfig) -> Path:
             metrics = action_metrics(out.logits.detach(), labels.to(out.logits.device),
                                      text_tokenizer.eos_token_id, tokenizer, constraint, batch["actions"])
             metrics["train_loss"] = out.loss.item()
+            if cfg.max_grad_norm > 0:
+                metrics["grad_norm"] = float(grad_norm)  # before clipping
             metrics["samples_per_s"] = window_samples / (time.perf_counter() - window_start)
             window_start, window_samples = time.perf_counter(), 0
             accelerator.log(metrics, step=step)
