@@ -104,6 +104,8 @@ def parse_args(argv: list[str] | None, defaults: dict | None = None) -> argparse
                         help="the ViTs' (frozen under LoRA) position table: timm's random init or 2-D sin-cos")
     parser.add_argument("--num_images", type=int, choices=(1, 2), default=1,
                         help="2: the model also reads the wrist camera (OpenVLA-OFT's second image)")
+    parser.add_argument("--action_noise", type=float, default=0.0,
+                        help="DART noise on the experts' executed actions (make_libero_rlds.py's)")
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--learning_rate", type=float, default=3e-3)
@@ -141,6 +143,8 @@ def check_trained_trials(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: str = "learn") -> dict:
     args = parse_args(argv, defaults)
     check_trained_trials(args)
+    if not 0.0 <= args.action_noise <= 1.0:
+        raise SystemExit(f"error: --action_noise {args.action_noise} is outside [0, 1] (actions span [-1, 1]): pass e.g. 0.15")
     out, data = args.out.resolve(), args.data_root_dir.resolve()
     stages, py = Stages(out, prefix), sys.executable
     libero_env = {"LIBERO_CONFIG_PATH": str(out / "libero_config")}
@@ -155,7 +159,8 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
 
     def demonstrations() -> dict:
         _run([py, "-m", "openvla_vq.sim.make_libero_rlds", "--out", str(data), "--tasks", args.tasks, "--episodes_per_task",
-              str(args.episodes_per_task), "--workers", str(args.workers), "--assets_dir", args.assets_dir], env=libero_env)
+              str(args.episodes_per_task), "--workers", str(args.workers), "--assets_dir", args.assets_dir,
+              "--action_noise", str(args.action_noise)], env=libero_env)
         experts = json.loads((dataset_folder / "generation_report.json").read_text())["experts"]
         return {**experts, "dataset_digest": rlds_digest(dataset_folder)}
 
@@ -205,7 +210,8 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
                                             + ("-sincos" if args.position_embedding == "sincos" else ""),
                      folders=(out / "vla",))
     experts = stages.run("2_demonstrations", demonstrations,
-                         key=f"{args.tasks}x{args.episodes_per_task}/experts-{expert_version()}")
+                         key=f"{args.tasks}x{args.episodes_per_task}/experts-{expert_version()}"
+                             + (f"/noise{args.action_noise:g}" if args.action_noise else ""))
     data_key = f"{vla['key']}/{args.tasks}x{args.episodes_per_task}/data-{experts['dataset_digest']}"
     if "vq_m+l" in tokenizers:
         stages.run("3_tokenizer_vq_m+l", plus_l, key=f"{data_key}/{args.tokenizer_steps}",
@@ -258,9 +264,10 @@ def replays(eval_dir: Path, data_root: Path) -> list[dict]:
 
     from openvla_vq.evaluation.learning_report import followed_steps
     from openvla_vq.evaluation.records import read_records
+    from openvla_vq.sim.make_libero_rlds import work_dir
 
     generation = json.loads((data_root / DATASET / "1.0.0" / "generation_report.json").read_text())
-    work = data_root / ".episodes" / f"{DATASET}-{generation['expert_version']}"
+    work = work_dir(data_root, DATASET, generation.get("action_noise", 0.0), generation["expert_version"])
     demos: dict[int, list[np.ndarray]] = {}  # actions per task in dataset order, as init_states.npz and the eval's trials
     for row in generation["attempts"]:
         if row["success"]:

@@ -4,6 +4,8 @@ after an interruption."""
 
 import json
 
+import pytest
+
 from openvla_vq.learn_libero import Stages
 
 
@@ -150,8 +152,6 @@ def test_the_rlds_digest_is_the_same_for_two_writes_of_the_same_episodes_and_cha
 def test_trained_state_trials_never_replay_a_demonstration_fine_tuning_held_out():
     """OpenVLA's loader trains on the first 95% of episodes (train[:95%]); with 3 tasks x 1 demonstration the third
     task's only demonstration is held out, so replaying it would count an unseen start as trained."""
-    import pytest
-
     from openvla_vq.demo import DEMO
     from openvla_vq.learn_libero import check_trained_trials, parse_args
 
@@ -162,3 +162,11 @@ def test_trained_state_trials_never_replay_a_demonstration_fine_tuning_held_out(
         check_trained_trials(parse_args(["--trained_trials", "9"]))
     with pytest.raises(SystemExit, match="the last 1 of 3"):
         check_trained_trials(parse_args(["--train_split", "train"], DEMO))  # the demo before it trained on all
+
+
+def test_an_action_noise_outside_the_action_range_is_refused_before_any_stage(tmp_path):
+    from openvla_vq.learn_libero import main
+
+    with pytest.raises(SystemExit, match=r"--action_noise 2.0 is outside \[0, 1\]"):
+        main(["--action_noise", "2", "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()

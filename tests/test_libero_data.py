@@ -131,6 +131,37 @@ def test_a_recorded_start_replays_the_demonstration_exactly(generated, monkeypat
         worker.close()
 
 
+def test_dart_noise_perturbs_what_is_executed_and_records_the_experts_action(generated):
+    """--action_noise (DART): the same random reset and first frame as without noise, and the same first recorded
+    action (the expert's, not the executed one); the executed noise then moves the hand off the noiseless path.
+    Attempts with noise are kept apart from the noiseless ones (never reused for each other)."""
+    out, _ = generated
+    env = {**os.environ, "LIBERO_CONFIG_PATH": str(out / "libero_config")}
+    done = subprocess.run(COMMAND + ["--out", str(out), "--action_noise", "0.3", "--stage", "simulate"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "task 0 attempt 0" in done.stdout, "the noiseless attempt is not reused for a noisy run"
+    attempts = sorted((out / ".episodes").glob("libero_90_experts-*/task00_try000.npz"))
+    (clean,), (noisy,) = [p for p in attempts if "noise" not in p.parent.name], [p for p in attempts if "noise0.3" in str(p)]
+    clean, noisy = np.load(clean), np.load(noisy)
+    assert bool(noisy["success"]), "the drawer expert recovers from the noise"
+    assert np.array_equal(clean["init_state"], noisy["init_state"]) and np.array_equal(clean["images"][0], noisy["images"][0])
+    assert np.array_equal(clean["actions"][0], noisy["actions"][0]), "the expert's action is recorded, not the noisy one"
+    hand_apart = np.linalg.norm(clean["states"][10, :3] - noisy["states"][10, :3])
+    assert hand_apart > 0.005, f"after 10 noisy steps (std 1.5 cm each) the hand is only {hand_apart:.4f} m off"
+
+
+def test_dart_noise_statistics():
+    """Std `noise` on the position deltas, half on the rotation deltas, none on the gripper; clipped to [-1, 1]."""
+    from openvla_vq.sim.make_libero_rlds import perturbed
+
+    rng = np.random.default_rng(0)
+    action = np.array([0.0, 0.5, -0.2, 0.0, 0.1, 0.0, 1.0])
+    executed = np.stack([perturbed(action, 0.2, rng) for _ in range(4000)])
+    np.testing.assert_allclose((executed - action)[:, :6].std(axis=0), [0.2, 0.2, 0.2, 0.1, 0.1, 0.1], rtol=0.06)
+    assert (executed[:, 6] == 1.0).all() and np.abs(perturbed(np.r_[np.ones(6), -1.0], 0.5, rng)).max() <= 1.0
+
+
 @pytest.mark.parametrize("task", [47, 18, 20], ids=["pick-place-in-basket", "pan-on-stove-by-handle", "turn-on-stove-knob"])
 def test_expert_succeeds_and_the_hand_moves_in_every_recorded_frame(task, tmp_path):
     """LIBERO's own goal check decides success. Every kept frame moves the hand (a still scene whose label then

@@ -6,7 +6,9 @@ Each attempt starts from a fresh random reset of the task (env.seed(attempt seed
 placements from the BDDL regions, as its human demonstrations did), never from the 50 fixed evaluation states.
 That starting state is kept (the MuJoCo state plus the fixtures' layout, which the state vector lacks); the
 episode is then played as the evaluation plays an initial state (reset, restore, 10 unrecorded settling steps),
-with `Expert` (sim/experts.py) acting on privileged simulator state. Frames: agentview and wrist at 256 px, rotated 180 degrees; actions: 7-D OSC_POSE deltas with
+with `Expert` (sim/experts.py) acting on privileged simulator state. `--action_noise` injects noise into what is
+executed (DART, Laskey et al. 2017) while the expert's own action is recorded: the demonstrations then show how to
+come back to the path from nearby states, the states a learned policy's small errors lead to. Frames: agentview and wrist at 256 px, rotated 180 degrees; actions: 7-D OSC_POSE deltas with
 LIBERO's gripper sign; OpenVLA's no-op filter. Only successful attempts enter the dataset; every attempt's outcome
 and starting state are in `generation_report.json` and the starting states of the dataset's episodes, per task in
 dataset order, in `init_states.npz` (keys task<i>), which `eval/libero90.py --init_states_file` replays.
@@ -41,7 +43,16 @@ def eef_state(obs: dict) -> np.ndarray:
     return np.concatenate([obs["robot0_eef_pos"], quat2axisangle(obs["robot0_eef_quat"]), obs["robot0_gripper_qpos"]])
 
 
-def record_episode(env, start: dict, max_steps: int) -> dict:
+def perturbed(action: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """The executed action under DART noise: Gaussian, std `noise` on the position deltas and half that on the
+    rotation deltas (a rotation unit turns the hand 0.5 rad, a position unit moves it 5 cm); never the gripper."""
+    executed = action.copy()
+    executed[:6] += rng.normal(0.0, noise, 6) * np.r_[1.0, 1.0, 1.0, 0.5, 0.5, 0.5]
+    executed[:6] = np.clip(executed[:6], -1.0, 1.0)
+    return executed
+
+
+def record_episode(env, start: dict, max_steps: int, noise: float = 0.0, seed: int = 0) -> dict:
     from openvla_vq.sim.experts import Expert
     from openvla_vq.sim.libero_env import restore_start, rotate180
     from openvla_vq.sim.protocol import NUM_STEPS_WAIT, WAIT_ACTION
@@ -49,7 +60,7 @@ def record_episode(env, start: dict, max_steps: int) -> dict:
     obs = restore_start(env, start)
     for _ in range(NUM_STEPS_WAIT):  # settle, as in OpenVLA's eval; not recorded
         obs, _, _, _ = env.step(list(WAIT_ACTION))
-    expert = Expert(env)
+    expert, rng = Expert(env), np.random.default_rng(seed)
     frames = {"images": [], "wrist_images": [], "states": [], "joint_states": [], "actions": []}
     done, steps, last_gripper = False, 0, None
     while not expert.finished and not done and steps < max_steps:
@@ -62,7 +73,8 @@ def record_episode(env, start: dict, max_steps: int) -> dict:
             frames["joint_states"].append(obs["robot0_joint_pos"])
             frames["actions"].append(action)
             last_gripper = action[6]
-        obs, _, done, _ = env.step(action.tolist())
+        executed = perturbed(action, noise, rng) if noise else action
+        obs, _, done, _ = env.step(executed.tolist())
         steps += 1
     arrays = {k: np.asarray(v) for k, v in frames.items()}
     arrays["success"] = np.asarray(bool(done or env.env._check_success()))
@@ -90,8 +102,9 @@ def expert_version() -> str:
     return digest.hexdigest()[:12]
 
 
-def work_dir(out: Path, name: str) -> Path:
-    return out / ".episodes" / f"{name}-{expert_version()}"
+def work_dir(out: Path, name: str, noise: float = 0.0, version: str | None = None) -> Path:
+    """Where the attempts of this expert code (or of `version`) at this noise level are kept."""
+    return out / ".episodes" / (f"{name}-{version or expert_version()}" + (f"-noise{noise:g}" if noise else ""))
 
 
 def attempt_path(work: Path, task_index: int, attempt: int) -> Path:
@@ -99,7 +112,7 @@ def attempt_path(work: Path, task_index: int, attempt: int) -> Path:
 
 
 def simulate(work: Path, tasks: list[int], episodes_per_task: int, max_attempts: int, assets_dir: str | None,
-             max_steps: int) -> None:
+             max_steps: int, noise: float = 0.0) -> None:
     """Attempt each task from random resets until it has `episodes_per_task` successes or `max_attempts` tries."""
     from openvla_vq.sim.libero_env import libero90_task, make_env, setup_libero, start_state
 
@@ -115,7 +128,7 @@ def simulate(work: Path, tasks: list[int], episodes_per_task: int, max_attempts:
                 env.seed(seed)
                 env.reset()  # samples object placements from the BDDL regions, and the fixtures' layout
                 start = start_state(env)
-                arrays = record_episode(env, start, max_steps)
+                arrays = record_episode(env, start, max_steps, noise, seed)
                 with atomic_file(path, "wb") as f:
                     np.savez_compressed(f, instruction=task.language, init_state=start["state"], seed=seed,
                                         body_pos=start["body_pos"], body_quat=start["body_quat"], **arrays)
@@ -147,11 +160,11 @@ def attempts_report(work: Path, tasks: list[int], episodes_per_task: int) -> dic
     return {"experts": experts, "attempts": rows}
 
 
-def assemble(out: Path, tasks: list[int], episodes_per_task: int, name: str = DATASET_NAME) -> Path:
+def assemble(out: Path, tasks: list[int], episodes_per_task: int, name: str = DATASET_NAME, noise: float = 0.0) -> Path:
     """Write the successful attempts as one RLDS dataset (run without the simulator in the process)."""
     from openvla_vq.data.rlds_writer import libero_episode, write_rlds
 
-    work = work_dir(out, name)
+    work = work_dir(out, name, noise)
     report = attempts_report(work, tasks, episodes_per_task)
     kept = [row for row in report["attempts"] if row["success"]]
     if not kept:
@@ -175,7 +188,7 @@ def assemble(out: Path, tasks: list[int], episodes_per_task: int, name: str = DA
     write_json(folder / "generation_report.json", {
         "what": "expert demonstrations from random resets in the LIBERO-90 simulator (openvla_vq/sim/make_libero_rlds.py); "
                 "only successful attempts are in the dataset, in this order; init_states.npz holds their starting states",
-        "expert_version": expert_version(), **report, "dataset_episodes": [r["file"] for r in kept]})
+        "expert_version": expert_version(), "action_noise": noise, **report, "dataset_episodes": [r["file"] for r in kept]})
     return folder
 
 
@@ -190,20 +203,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="simulator processes (tasks are dealt round-robin)")
     parser.add_argument("--assets_dir", default=None, help="LIBERO assets (default: $LIBERO_ASSETS, else the LIBERO-90 pack)")
     parser.add_argument("--max_steps", type=int, default=300)
+    parser.add_argument("--action_noise", type=float, default=0.0,
+                        help="std of the noise added to executed arm actions (DART); the expert's action is recorded")
     parser.add_argument("--name", default=DATASET_NAME)
     parser.add_argument("--stage", choices=("all", "simulate", "assemble"), default="all", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     tasks = [int(t) for t in args.tasks.split(",")]
-    work = work_dir(args.out, args.name)
+    if not 0.0 <= args.action_noise <= 1.0:
+        raise SystemExit(f"error: --action_noise {args.action_noise} is outside [0, 1] (actions span [-1, 1]): pass e.g. 0.15")
+    work = work_dir(args.out, args.name, args.action_noise)
     max_attempts = args.max_attempts or 2 * args.episodes_per_task + 2
     if args.stage == "simulate":
-        simulate(work, tasks, args.episodes_per_task, max_attempts, args.assets_dir, args.max_steps)
+        simulate(work, tasks, args.episodes_per_task, max_attempts, args.assets_dir, args.max_steps, args.action_noise)
         return
     if args.stage == "assemble":
-        assemble(args.out, tasks, args.episodes_per_task, args.name)
+        assemble(args.out, tasks, args.episodes_per_task, args.name, args.action_noise)
         return
     common = ["--out", str(args.out), "--name", args.name, "--episodes_per_task", str(args.episodes_per_task),
-              "--max_attempts", str(max_attempts), "--max_steps", str(args.max_steps)]
+              "--max_attempts", str(max_attempts), "--max_steps", str(args.max_steps), "--action_noise", str(args.action_noise)]
     if args.assets_dir:
         common += ["--assets_dir", args.assets_dir]
     me = [sys.executable, "-m", "openvla_vq.sim.make_libero_rlds"]
