@@ -143,8 +143,9 @@ def check_trained_trials(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: str = "learn") -> dict:
     args = parse_args(argv, defaults)
     check_trained_trials(args)
-    if not 0.0 <= args.action_noise <= 1.0:
-        raise SystemExit(f"error: --action_noise {args.action_noise} is outside [0, 1] (actions span [-1, 1]): pass e.g. 0.15")
+    from openvla_vq.sim.make_libero_rlds import check_action_noise, expert_version
+
+    check_action_noise(args.action_noise)
     out, data = args.out.resolve(), args.data_root_dir.resolve()
     stages, py = Stages(out, prefix), sys.executable
     libero_env = {"LIBERO_CONFIG_PATH": str(out / "libero_config")}
@@ -204,7 +205,6 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
 
     from openvla_vq.action_tokenizers import load_action_tokenizer
     from openvla_vq.evaluation.learning_report import write_learning_report
-    from openvla_vq.sim.make_libero_rlds import expert_version
 
     vla = stages.run("1_vla", tiny_vla, key=f"tiny-vit{args.vit_width}-llm{args.llm_width}-images{args.num_images}"
                                             + ("-sincos" if args.position_embedding == "sincos" else ""),

@@ -8,9 +8,9 @@ That starting state is kept (the MuJoCo state plus the fixtures' layout, which t
 episode is then played as the evaluation plays an initial state (reset, restore, 10 unrecorded settling steps),
 with `Expert` (sim/experts.py) acting on privileged simulator state. `--action_noise` injects noise into what is
 executed (DART, Laskey et al. 2017) while the expert's own action is recorded: the demonstrations then show how to
-come back to the path from nearby states, the states a learned policy's small errors lead to. Frames: agentview and wrist at 256 px, rotated 180 degrees; actions: 7-D OSC_POSE deltas with
-LIBERO's gripper sign; OpenVLA's no-op filter. Only successful attempts enter the dataset; every attempt's outcome
-and starting state are in `generation_report.json` and the starting states of the dataset's episodes, per task in
+come back to the path from nearby states, the states a learned policy's small errors lead to. Frames: agentview
+and wrist at 256 px, rotated 180 degrees; actions: 7-D OSC_POSE deltas with LIBERO's gripper sign; OpenVLA's no-op
+filter. Only successful attempts enter the dataset; every attempt's outcome and starting state are in `generation_report.json` and the starting states of the dataset's episodes, per task in
 dataset order, in `init_states.npz` (keys task<i>), which `eval/libero90.py --init_states_file` replays.
 
 Attempts run in `--workers` processes (tasks dealt round-robin) and resume: each finished attempt is kept as an
@@ -50,6 +50,12 @@ def perturbed(action: np.ndarray, noise: float, rng: np.random.Generator) -> np.
     executed[:6] += rng.normal(0.0, noise, 6) * np.r_[1.0, 1.0, 1.0, 0.5, 0.5, 0.5]
     executed[:6] = np.clip(executed[:6], -1.0, 1.0)
     return executed
+
+
+def check_action_noise(noise: float) -> None:
+    """One-line error for a noise level the [-1, 1] action range cannot take (this script's and learn-libero's)."""
+    if not 0.0 <= noise <= 1.0:
+        raise SystemExit(f"error: --action_noise {noise} is outside [0, 1] (actions span [-1, 1]): pass e.g. 0.15")
 
 
 def record_episode(env, start: dict, max_steps: int, noise: float = 0.0, seed: int = 0) -> dict:
@@ -209,8 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stage", choices=("all", "simulate", "assemble"), default="all", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     tasks = [int(t) for t in args.tasks.split(",")]
-    if not 0.0 <= args.action_noise <= 1.0:
-        raise SystemExit(f"error: --action_noise {args.action_noise} is outside [0, 1] (actions span [-1, 1]): pass e.g. 0.15")
+    check_action_noise(args.action_noise)
     work = work_dir(args.out, args.name, args.action_noise)
     max_attempts = args.max_attempts or 2 * args.episodes_per_task + 2
     if args.stage == "simulate":
