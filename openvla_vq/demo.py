@@ -12,7 +12,9 @@ from pathlib import Path
 
 from openvla_vq.learn_libero import main as learn_libero
 
-DEMO = {"out": Path("demo_out"), "report": Path("demo_out/report"), "tasks": "0,28,47", "episodes_per_task": 1,
+# its own data root: learn-libero's default one holds one dataset, which the demo's three tasks would overwrite
+DEMO = {"out": Path("demo_out"), "report": Path("demo_out/report"), "data_root_dir": Path("demo_out/rlds"),
+        "tasks": "0,28,47", "episodes_per_task": 1,
         "tokenizers": "binning,vq_m", "steps": 1500, "trained_trials": 1, "protocol_trials": 1, "train_split": "all",
         "eval_max_steps": 150, "videos": 2,
         # OpenVLA's schedule: at demo size it replayed 2/3 trained starts with binning, learn-libero's warm-up and
