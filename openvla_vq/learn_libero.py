@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:  # for annotations only; the functions that use torch import it themselves
     import torch
@@ -44,19 +44,24 @@ class Stages:
         self.folder, self.prefix = out / "stages", prefix
         self.folder.mkdir(parents=True, exist_ok=True)
 
-    def run(self, name: str, fn, key: str | None = None, folders: tuple[Path, ...] = ()) -> dict:
+    def run(self, name: str, fn, key: str | None = None, folders: tuple[Path, ...] = (),
+            still_valid: Callable[[dict], bool] | None = None) -> dict:
         """`key` says what the stage is built from (downstream keys include upstream ones): a stage recorded with
         another key is redone, its output `folders` removed first (runs and evaluations would otherwise resume). A stage
         interrupted before its record was written keeps its folders for a rerun with the same key (fine-tunes resume
-        from their last checkpoint, evaluations from their finished episodes), else they are removed."""
+        from their last checkpoint, evaluations from their finished episodes), else they are removed.
+        `still_valid(record)`: for output that lives outside `out` and something else may rewrite (a dataset in a
+        shared data root), checked before a record is reused; False redoes the stage."""
         from openvla_vq.io import write_json
 
         marker, started = self.folder / f"{name}.json", self.folder / f"{name}.started"
         if marker.is_file():
-            if json.loads(marker.read_text()).get("key") == key:
+            record = json.loads(marker.read_text())
+            if record.get("key") == key and (still_valid is None or still_valid(record)):
                 print(f"[{self.prefix}] {name}: done earlier, reused", flush=True)
-                return json.loads(marker.read_text())
-            print(f"[{self.prefix}] {name}: built from other inputs, redone", flush=True)
+                return record
+            print(f"[{self.prefix}] {name}: " + ("built from other inputs" if record.get("key") != key
+                                                  else "its output changed on disk since") + ", redone", flush=True)
             marker.unlink()
             for folder in folders:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -212,9 +217,13 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
     vla = stages.run("1_vla", tiny_vla, key=f"tiny-vit{args.vit_width}-llm{args.llm_width}-images{args.num_images}"
                                             + ("-sincos" if args.position_embedding == "sincos" else ""),
                      folders=(out / "vla",))
+    # the dataset lies in a data root other runs may share (another --tasks rewrites it): reused only while the
+    # episodes on disk are still the ones recorded, since every later key is built from their digest
     experts = stages.run("2_demonstrations", demonstrations,
                          key=f"{args.tasks}x{args.episodes_per_task}/experts-{expert_version()}"
-                             + (f"/noise{args.action_noise:g}" if args.action_noise else ""))
+                             + (f"/noise{args.action_noise:g}" if args.action_noise else ""),
+                         still_valid=lambda record: dataset_folder.is_dir()
+                         and record.get("dataset_digest") == rlds_digest(dataset_folder))
     data_key = f"{vla['key']}/{args.tasks}x{args.episodes_per_task}/data-{experts['dataset_digest']}"
     if "vq_m+l" in tokenizers:
         stages.run("3_tokenizer_vq_m+l", plus_l, key=f"{data_key}/{args.tokenizer_steps}",

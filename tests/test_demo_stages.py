@@ -60,6 +60,25 @@ def test_an_interrupted_stage_keeps_its_partial_output_for_the_same_inputs_and_d
     assert list(stages.times()) == ["4_finetune_binning", "4_finetune_vq_m"], "no record of the interruptions remains"
 
 
+def test_a_stage_whose_output_outside_the_run_changed_on_disk_is_redone(tmp_path):
+    """A dataset in a shared data root, rewritten by another run after its stage was recorded, is not reused."""
+    stages, dataset = Stages(tmp_path), tmp_path / "data" / "episodes.txt"
+    dataset.parent.mkdir()
+
+    def generate(content: str) -> dict:
+        dataset.write_text(content)
+        return {"digest": content}
+
+    def unchanged(record: dict) -> bool:
+        return dataset.read_text() == record["digest"]
+
+    stages.run("2_demonstrations", lambda: generate("four tasks"), key="k", still_valid=unchanged)
+    assert stages.run("2_demonstrations", lambda: generate("again"), key="k", still_valid=unchanged)["digest"] == "four tasks"
+    dataset.write_text("three tasks")  # another run wrote its own episodes into the same root
+    redone = stages.run("2_demonstrations", lambda: generate("four tasks, rewritten"), key="k", still_valid=unchanged)
+    assert redone["digest"] == "four tasks, rewritten" and dataset.read_text() == "four tasks, rewritten"
+
+
 def test_a_replay_follows_its_demonstration_until_an_action_first_differs():
     import numpy as np
 
