@@ -202,9 +202,10 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
         trials = args.trained_trials if which == "trained" else args.protocol_trials
         cmd = [py, "eval/libero90.py", "--checkpoint", runs[tok]["checkpoint"], "--tasks", args.tasks, "--trials", str(trials),
                "--max_steps", str(args.eval_max_steps), "--out_dir", str(out / "eval" / f"{tok}-{which}"),
-               "--assets_dir", args.assets_dir, "--envs_per_process", "2", "--videos_per_task", "1"]
-        if which == "trained":  # the executed actions are kept to find where each replay leaves its demonstration
-            cmd += ["--init_states_file", str(dataset_folder / "init_states.npz"), "--save_actions", "true"]
+               "--assets_dir", args.assets_dir, "--envs_per_process", "2", "--videos_per_task", "1",
+               "--save_actions", "true"]  # kept to find where replays leave their demonstration, and how episodes fail
+        if which == "trained":
+            cmd += ["--init_states_file", str(dataset_folder / "init_states.npz")]
         _run(cmd, env=libero_env)
         return {"results": str(out / "eval" / f"{tok}-{which}" / "results.json")}
 
