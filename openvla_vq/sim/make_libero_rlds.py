@@ -66,8 +66,7 @@ def record_episode(env, start: dict, max_steps: int, noise: float = 0.0, seed: i
     obs = restore_start(env, start)
     for _ in range(NUM_STEPS_WAIT):  # settle, as in OpenVLA's eval; not recorded
         obs, _, _, _ = env.step(list(WAIT_ACTION))
-    rng = np.random.default_rng(seed)
-    expert = Expert(env, rng)  # its per-episode draws, then the noise, from the attempt's seed
+    expert, rng = Expert(env), np.random.default_rng(seed)
     frames = {"images": [], "wrist_images": [], "states": [], "joint_states": [], "actions": []}
     done, steps, last_gripper = False, 0, None
     while not expert.finished and not done and steps < max_steps:
