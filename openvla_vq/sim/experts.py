@@ -2,8 +2,8 @@
 
 Each expert plans a list of waypoints once, after the scene has settled, from the goal predicate of the task's
 BDDL file:
-  - `(on|in OBJECT REGION)`: above the object, down around it (closing over the last 2.5 cm), lift, carry above the
-    region, lower, open (a pan by its handle);
+  - `(on|in OBJECT REGION)`: above the object, down around it, close, lift, carry above the region, lower, open
+    (a pan by its handle);
   - `(open|close DRAWER_REGION)`: in front of the drawer's handle, hook it, pull or push along the slide axis;
   - `(turnon|turnoff STOVE)`: grip the bar on top of the knob above its axis and twist the hand.
 Waypoints are tracked by a proportional controller on the end-effector position in LIBERO's OSC_POSE action
@@ -29,12 +29,6 @@ HOLD_STEPS = 8  # at most, closing or opening the gripper
 GRIPPER_RISE = 0.04
 FINGERS_STILL = 2e-4  # finger joint change per step (m) below which the fingers have stopped
 REACHED_M = 0.008
-# Pick-and-place closes the fingers while the hand is still coming down, this far above the grasp height, and goes on
-# down as they close. The arm's action runs on unchanged and only the gripper's flips, at a height: a learned policy
-# that stopped the descent a few millimetres early and held an open hand there, arm saying "grasp" and gripper
-# "still descending" (a fixed point: 5 of 6 closed-loop pick-and-place replays), now finds the open hand at the
-# grasp height labelled "close" in every demonstration.
-CLOSE_ABOVE = 0.025
 KNOB_GRIP_DEPTH = 0.025  # the fingers close this far below the top of the knob's bar (4.8 cm tall)
 KNOB_TURN = 0.9  # hand yaw while twisting (rad); LIBERO counts the stove on from 0.5
 RIM_RADIUS = {"bowl": 0.055, "mug": 0.038}  # object centre to the middle of its wall
@@ -52,12 +46,11 @@ EXPERT_TASKS = (0, 28, 47, 51, 56, 57, 53, 61, 20, 44)
 class Phase:
     name: str
     gripper: float
-    target: np.ndarray | None = None  # None: hold the hand, rising slowly (GRIPPER_RISE)
+    target: np.ndarray | None = None  # None: a gripper phase (the hand rises slowly, GRIPPER_RISE)
     gain: float = 1.0  # fraction of full speed (slow phases: pushing, pulling, turning)
     limit: int = 60  # steps before the phase gives up and the next one starts
     yaw: float = 0.0  # hand rotation about the vertical, relative to the start (radians)
     until: Callable[[], bool] | None = None  # the phase ends when this holds (or at its limit)
-    fingers: bool = False  # a gripper phase: ends once the fingers stop; reaching its target, the hand rises slowly
 
 
 class Expert:
@@ -71,8 +64,6 @@ class Expert:
         self.index, self.steps_in_phase = 0, 0
         self.start_quat: np.ndarray | None = None
         self.last_fingers: np.ndarray | None = None
-        self.eef = np.zeros(3)  # the hand's position at the last observation (for `until` conditions)
-        self.holding = False  # a gripper phase has reached its target
 
     # -- privileged state --------------------------------------------------------------------------------------
     def _body(self, name: str) -> np.ndarray:
@@ -119,12 +110,10 @@ class Expert:
         goal = goal + np.r_[-rim, 0, 0]
         carry_z = max(top, goal[2]) + 0.15
         place_z = goal[2] + (grasp_z - p[2]) + 0.04 + (0.03 if self.predicate == "in" else 0.0)
-        grasp = np.r_[p[:2], grasp_z]
-        return [Phase("approach", -1, np.r_[p[:2], top + 0.06]),
-                Phase("descend", -1, grasp, 0.6, until=lambda: self.eef[2] < grasp_z + CLOSE_ABOVE),
-                Phase("grasp", 1, grasp, 0.6, fingers=True), Phase("lift", 1, np.r_[p[:2], carry_z]),
-                Phase("carry", 1, np.r_[goal[:2], carry_z]), Phase("lower", 1, np.r_[goal[:2], place_z], 0.6),
-                Phase("release", -1, fingers=True), Phase("retreat", -1, np.r_[goal[:2], carry_z])]
+        return [Phase("approach", -1, np.r_[p[:2], top + 0.06]), Phase("descend", -1, np.r_[p[:2], grasp_z], 0.6),
+                Phase("grasp", 1), Phase("lift", 1, np.r_[p[:2], carry_z]), Phase("carry", 1, np.r_[goal[:2], carry_z]),
+                Phase("lower", 1, np.r_[goal[:2], place_z], 0.6), Phase("release", -1),
+                Phase("retreat", -1, np.r_[goal[:2], carry_z])]
 
     def _pick_place_by_handle(self, obj_name: str, region: str) -> list[Phase]:
         """Objects wider than the open gripper (pans): grip the handle near the pan, fingers closing across it, and
@@ -141,9 +130,9 @@ class Expert:
         carry_z = goal[2] + 0.15 + (grip[2] - p[2])
         place = np.r_[goal[:2] + grip[:2] - p[:2], goal[2] + (grip[2] - p[2]) + 0.03]
         return [Phase("approach", -1, grip + [0, 0, 0.06], yaw=yaw), Phase("descend", -1, grip, 0.6, yaw=yaw),
-                Phase("grasp", 1, yaw=yaw, fingers=True), Phase("lift", 1, np.r_[grip[:2], carry_z], 0.3, yaw=yaw),
+                Phase("grasp", 1, yaw=yaw), Phase("lift", 1, np.r_[grip[:2], carry_z], 0.3, yaw=yaw),
                 Phase("carry", 1, np.r_[place[:2], carry_z], yaw=yaw), Phase("lower", 1, place, 0.6, yaw=yaw),
-                Phase("release", -1, yaw=yaw, fingers=True), Phase("retreat", -1, place + [0, 0, 0.1], yaw=yaw)]
+                Phase("release", -1, yaw=yaw), Phase("retreat", -1, place + [0, 0, 0.1], yaw=yaw)]
 
     def _drawer(self, region: str) -> list[Phase]:
         cabinet, level = region.rsplit("_", 1)[0].rsplit("_", 1)  # wooden_cabinet_1_top_region -> (.._1, top)
@@ -154,9 +143,8 @@ class Expert:
         if self.predicate == "open":  # the fingers close around the bar, the back one in the gap before the face
             grip = handle + HANDLE_OFFSET * pull
             travel = (0.155 + qpos) * pull
-            return [Phase("approach", -1, grip + [0, 0, 0.06]), Phase("descend", -1, grip, 0.5),
-                    Phase("grasp", 1, fingers=True), Phase("pull", 1, grip + travel, 0.6),
-                    Phase("release", -1, fingers=True),
+            return [Phase("approach", -1, grip + [0, 0, 0.06]), Phase("descend", -1, grip, 0.5), Phase("grasp", 1),
+                    Phase("pull", 1, grip + travel, 0.6), Phase("release", -1),
                     Phase("retreat", -1, grip + travel + 0.06 * pull + [0, 0, 0.06])]
         # push with the hand turned 90 degrees: its long side (along the fingers) would hit the cabinet's frame
         travel, turn = (0.012 - qpos) * -pull, np.pi / 2
@@ -189,9 +177,8 @@ class Expert:
             return q >= 0.6 if turn > 0 else q < -0.002
 
         return [Phase("approach", -1, grip + [0, 0, 0.08], yaw=yaw), Phase("descend", -1, grip, 0.5, yaw=yaw),
-                Phase("grasp", 1, yaw=yaw, fingers=True), Phase("twist", 1, grip, yaw=yaw + turn, until=turned),
-                Phase("release", -1, yaw=yaw + turn, fingers=True),
-                Phase("retreat", -1, grip + [0, 0, 0.08], yaw=yaw + turn)]
+                Phase("grasp", 1, yaw=yaw), Phase("twist", 1, grip, yaw=yaw + turn, until=turned),
+                Phase("release", -1, yaw=yaw + turn), Phase("retreat", -1, grip + [0, 0, 0.08], yaw=yaw + turn)]
 
     # -- control -------------------------------------------------------------------------------------------------
     @property
@@ -211,23 +198,17 @@ class Expert:
         error = quat2axisangle(quat_multiply(orientation, quat_inverse(obs["robot0_eef_quat"])))
         action[3:6] = np.clip(error / STEP_RAD, -0.5, 0.5)
         self.steps_in_phase += 1
-        self.eef = obs["robot0_eef_pos"].copy()
-        if phase.target is None or self.holding:
+        if phase.target is None:
             action[2] = GRIPPER_RISE
-            at_target = True
-        else:
-            delta = phase.target - self.eef
-            action[:3] = np.clip(delta / STEP_M, -phase.gain, phase.gain)
-            at_target = bool(np.linalg.norm(delta) < REACHED_M)
-        if phase.fingers:
-            self.holding = at_target
             fingers = obs["robot0_gripper_qpos"]
             still = self.last_fingers is not None and np.abs(fingers - self.last_fingers).max() < FINGERS_STILL
             reached = (still and self.steps_in_phase >= 3) or self.steps_in_phase >= HOLD_STEPS
         else:
-            reached = at_target and phase.until is None  # `until` phases hold the target
+            delta = phase.target - obs["robot0_eef_pos"]
+            action[:3] = np.clip(delta / STEP_M, -phase.gain, phase.gain)
+            reached = np.linalg.norm(delta) < REACHED_M and phase.until is None  # `until` phases hold the target
         reached = reached or self.steps_in_phase >= phase.limit or bool(phase.until and phase.until())
         self.last_fingers = obs["robot0_gripper_qpos"].copy()
         if reached:
-            self.index, self.steps_in_phase, self.holding = self.index + 1, 0, False
+            self.index, self.steps_in_phase = self.index + 1, 0
         return action
