@@ -1,15 +1,17 @@
 """Break the evaluation side once per train/eval mismatch and show which learning-guard check catches it.
 
     .venv/bin/python -m pytest tests/test_learning_guard.py --basetemp=/tmp/guard   # memorises, keeps the folders
-    .venv/bin/python tests/guard_breaks.py /tmp/guard
+    .venv/bin/python tests/guard_breaks.py /tmp/guard [--tables eval,bf16]
 
 For each mismatch, a patched copy of the library (one edit, evaluation side only; training data and checkpoint
 stay) replays the memorised demonstration through eval/libero90.py, then the guard's checks
-(tests/test_learning_guard.py) run on that evaluation. Prints a markdown table; the README's is this output.
+(tests/test_learning_guard.py) run on that evaluation. A second table breaks the bfloat16 path only (float32 is
+untouched) and runs the guard's bfloat16 check against each. Prints markdown tables; the README's are this output.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -42,6 +44,24 @@ BREAKS: list[tuple[str, tuple[str, str, str] | None, list[str]]] = [
     ("each chunk executed in reverse order", ("evaluation/libero90.py", "[active[s].instruction for s in slots]))",
                                               "[active[s].instruction for s in slots]))[:, ::-1]"), []),
 ]
+
+# name -> (file under openvla_vq/, text, replacement): each edit changes what a bfloat16 policy computes, never float32's
+BF16_BREAKS: list[tuple[str, tuple[str, str, str] | None]] = [
+    ("none (the shipped code)", None),
+    ("weights truncated to bfloat16, not rounded", (
+        "model/prismatic.py", "{k: v.to(dtype) if v.is_floating_point()",
+        "{k: ((v.float().view(torch.int32) & -65536).view(torch.float32).to(dtype) if dtype == torch.bfloat16 "
+        "else v.to(dtype)) if v.is_floating_point()")),
+    ("argmax over bfloat16 logits (no float32 upcast)", (
+        "model/prismatic.py", "logits = out.logits[:, -1].float()", "logits = out.logits[:, -1]")),
+    ("image inputs halved in bfloat16 (a lost scale)", (
+        "model/prismatic.py", "self.vision_backbone(pixel_values.to(weight.device, weight.dtype))",
+        "self.vision_backbone((pixel_values * (0.5 if weight.dtype == torch.bfloat16 else 1.0)).to(weight.device, weight.dtype))")),
+    ("LoRA adapter not merged in bfloat16", (
+        "training/merge.py", "return PeftModel.from_pretrained(base, str(checkpoint / \"adapter\")).merge_and_unload()",
+        "return base if dtype == torch.bfloat16 else PeftModel.from_pretrained(base, str(checkpoint / \"adapter\")).merge_and_unload()")),
+]
+BF16_CHECK = guard.test_the_eval_policy_call_in_bf16_chooses_the_same_ids_on_the_trained_checkpoint
 
 CHECKS = {
     "replay": guard.test_a_memorised_demonstration_replays_to_success_closed_loop,
@@ -91,19 +111,44 @@ def run_break(memorised: Path, work: Path, edit, flags: list[str]) -> dict:
     return row
 
 
+def run_bf16_break(memorised: Path, work: Path, edit) -> str:
+    """The guard's bfloat16 check, in a fresh process whose library has the edit."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    lib = patched_library(work, edit)
+    check = (f"import sys; from pathlib import Path; import test_learning_guard as g; "
+             f"g.{BF16_CHECK.__name__}(Path(sys.argv[1]))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(lib), str(REPO / "tests")])}
+    done = subprocess.run([sys.executable, "-c", check, str(memorised)], capture_output=True, text=True, env=env, cwd=work)
+    if done.returncode == 0:
+        return "passes"
+    last = done.stderr.strip().splitlines()[-1]
+    return ("**fails**: " if "AssertionError" in last else "error: ") + last.partition(": ")[2][:100]
+
+
 def main() -> None:
-    base = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/guard")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("base", type=Path, nargs="?", default=Path("/tmp/guard"), help="pytest's --basetemp")
+    parser.add_argument("--tables", default="eval,bf16", help="which breaks: eval (evaluation side), bf16 (bfloat16 path)")
+    args = parser.parse_args()
+    base, tables = args.base, args.tables.split(",")
     memorised = {json.loads((folder / "runs" / "guard" / "checkpoints" / "step_00001000" / "action_tokenizer.json").read_text())
                  ["spec"]: folder for folder in sorted(base.glob("guard*"))}
     if not memorised:
         sys.exit(f"error: no memorised guard runs under {base}: run pytest tests/test_learning_guard.py --basetemp={base}")
-    print("| tokenizer | evaluation-side mismatch | success | " + " | ".join(CHECKS) + " |")
-    print("|---" * (3 + len(CHECKS)) + "|")
+    if "eval" in tables:
+        print("| tokenizer | evaluation-side mismatch | success | " + " | ".join(CHECKS) + " |")
+        print("|---" * (3 + len(CHECKS)) + "|")
     for tokenizer, folder in memorised.items():
-        for i, (name, edit, flags) in enumerate(BREAKS):
+        for i, (name, edit, flags) in enumerate(BREAKS if "eval" in tables else []):
             row = run_break(folder, base / "breaks" / f"{tokenizer}-{i}", edit, flags)
             cells = [row["error"]] if "error" in row else [f"{row['success']}/1"] + [row[c] for c in CHECKS]
             print(f"| {tokenizer} | {name} | " + " | ".join(cells) + " |", flush=True)
+    if "bf16" in tables:
+        print("\n| tokenizer | bfloat16-path break | bfloat16 check |\n|---|---|---|")
+    for tokenizer, folder in memorised.items():
+        for i, (name, edit) in enumerate(BF16_BREAKS if "bf16" in tables else []):
+            print(f"| {tokenizer} | {name} | {run_bf16_break(folder, base / 'bf16-breaks' / f'{tokenizer}-{i}', edit)} |", flush=True)
 
 
 if __name__ == "__main__":

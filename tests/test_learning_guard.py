@@ -128,8 +128,10 @@ def test_the_eval_policy_call_in_bf16_chooses_the_same_ids_on_the_trained_checkp
     """The eval's policy call (preprocess_image -> predict_action) in bfloat16, as eval/libero90.py runs it on GPU,
     against float32 on a fixed batch: the demonstration's frames. Rounding to bfloat16 may flip a near tie: BEAST's
     memorised model once chose 1495 against 1516 for one coefficient of 1 of 13 frames on a machine where float32 and
-    bfloat16 disagreed there. A broken bfloat16 path (a wrong cast, lost scaling) shifts every frame's logits, not one
-    tie, so all but one frame must choose the same ids, and the frames that do must decode to the same actions."""
+    bfloat16 disagreed there. A broken bfloat16 path (a lost scale, an adapter not merged) shifts every frame's logits,
+    not one tie, so all but one frame must choose the same ids, and the frames that do must decode to the same actions.
+    tests/guard_breaks.py --tables bf16 shows it: those breaks change 12-13 of 13 frames; changes of rounding only
+    (truncating to bfloat16, an argmax over bfloat16 logits) pass, as they do not change this policy's choices."""
     import torch
 
     from openvla_vq.data.rlds_dataset import RLDSChunkDataset
