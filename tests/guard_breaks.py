@@ -139,16 +139,17 @@ def main() -> None:
     if "eval" in tables:
         print("| tokenizer | evaluation-side mismatch | success | " + " | ".join(CHECKS) + " |")
         print("|---" * (3 + len(CHECKS)) + "|")
-    for tokenizer, folder in memorised.items():
-        for i, (name, edit, flags) in enumerate(BREAKS if "eval" in tables else []):
-            row = run_break(folder, base / "breaks" / f"{tokenizer}-{i}", edit, flags)
-            cells = [row["error"]] if "error" in row else [f"{row['success']}/1"] + [row[c] for c in CHECKS]
-            print(f"| {tokenizer} | {name} | " + " | ".join(cells) + " |", flush=True)
+        for tokenizer, folder in memorised.items():
+            for i, (name, edit, flags) in enumerate(BREAKS):
+                row = run_break(folder, base / "breaks" / f"{tokenizer}-{i}", edit, flags)
+                cells = [row["error"]] if "error" in row else [f"{row['success']}/1"] + [row[c] for c in CHECKS]
+                print(f"| {tokenizer} | {name} | " + " | ".join(cells) + " |", flush=True)
     if "bf16" in tables:
         print("\n| tokenizer | bfloat16-path break | bfloat16 check |\n|---|---|---|")
-    for tokenizer, folder in memorised.items():
-        for i, (name, edit) in enumerate(BF16_BREAKS if "bf16" in tables else []):
-            print(f"| {tokenizer} | {name} | {run_bf16_break(folder, base / 'bf16-breaks' / f'{tokenizer}-{i}', edit)} |", flush=True)
+        for tokenizer, folder in memorised.items():
+            for i, (name, edit) in enumerate(BF16_BREAKS):
+                outcome = run_bf16_break(folder, base / "bf16-breaks" / f"{tokenizer}-{i}", edit)
+                print(f"| {tokenizer} | {name} | {outcome} |", flush=True)
 
 
 if __name__ == "__main__":
