@@ -71,7 +71,10 @@ CHECKS = {
 
 
 def patched_library(work: Path, edit: tuple[str, str, str] | None) -> Path:
-    """A copy of openvla_vq/ with one edit; returns the folder to put first on PYTHONPATH."""
+    """A fresh `work` folder holding a copy of openvla_vq/ with one edit; returns the folder to put first on
+    PYTHONPATH."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     root = work / "lib"
     shutil.copytree(REPO / "openvla_vq", root / "openvla_vq", ignore=shutil.ignore_patterns("__pycache__"))
     (root / "tokenizers").symlink_to(REPO / "tokenizers")  # the registry's configs sit beside the package
@@ -80,14 +83,12 @@ def patched_library(work: Path, edit: tuple[str, str, str] | None) -> Path:
         path = root / "openvla_vq" / file
         source = path.read_text()
         if text not in source:
-            sys.exit(f"error: {file} no longer contains {text!r}: update BREAKS in {Path(__file__).name}")
+            sys.exit(f"error: {file} no longer contains {text!r}: update BREAKS or BF16_BREAKS in {Path(__file__).name}")
         path.write_text(source.replace(text, replacement, 1))
     return root
 
 
 def run_break(memorised: Path, work: Path, edit, flags: list[str]) -> dict:
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     lib = patched_library(work, edit)
     for name in ("data", "runs"):  # the memorised run, unchanged; only the evaluation is redone
         (work / name).symlink_to(memorised / name)
@@ -113,8 +114,6 @@ def run_break(memorised: Path, work: Path, edit, flags: list[str]) -> dict:
 
 def run_bf16_break(memorised: Path, work: Path, edit) -> str:
     """The guard's bfloat16 check, in a fresh process whose library has the edit."""
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     lib = patched_library(work, edit)
     check = (f"import sys; from pathlib import Path; import test_learning_guard as g; "
              f"g.{BF16_CHECK.__name__}(Path(sys.argv[1]))")
