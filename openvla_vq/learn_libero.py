@@ -15,7 +15,8 @@ Stages (each recorded in <out>/stages/<stage>.json when done, so a rerun reuses 
   7. the report: results.json, report.md, training curves, success plot, a few MP4s.
 `make demo` runs the same path with few tasks, demonstrations and steps. Besides the scale (--tasks,
 --episodes_per_task, --steps), flags vary the model (--vit_width, --llm_width, --position_embedding; --num_images 2 adds
-the wrist camera), what trains in full next to LoRA (--train_modules) and which episodes fine-tuning reads (--train_split).
+the wrist camera), what trains in full next to LoRA (--train_modules), which episodes fine-tuning reads (--train_split)
+and whether it augments the images as OpenVLA does (--image_aug).
 """
 
 from __future__ import annotations
@@ -122,6 +123,9 @@ def parse_args(argv: list[str] | None, defaults: dict | None = None) -> argparse
     parser.add_argument("--train_modules", default="lm_head",
                         help="trained in full next to LoRA (from scratch, the output layer must learn), "
                              "e.g. lm_head,patch_embed")
+    parser.add_argument("--image_aug", choices=("true", "false"), default="false",
+                        help="OpenVLA's training augmentation (0.9-area random crop, colour jitter; the evaluation then "
+                             "centre-crops): off by default, as in the committed report")
     parser.add_argument("--tokenizer_steps", type=int, default=500, help="+L stage steps")
     parser.add_argument("--train_split", choices=("train", "all"), default="train",
                         help="episodes fine-tuning reads: train = OpenVLA's first 95%%, all = every demonstration")
@@ -193,7 +197,7 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
               "--batch_size", str(args.batch_size), "--max_steps", str(args.steps), "--save_steps", str(min(args.steps, 1000)),
               "--log_steps", "50", "--learning_rate", str(args.learning_rate), "--shuffle_buffer_size", "20000",
               # from scratch: the output layer must learn too, and a decaying rate lets the memorisation settle
-              "--image_aug", "false", "--train_modules", args.train_modules, "--lr_schedule", "cosine",
+              "--image_aug", args.image_aug, "--train_modules", args.train_modules, "--lr_schedule", "cosine",
               "--train_split", args.train_split, "--warmup_steps", str(args.warmup_steps),
               "--max_grad_norm", str(args.max_grad_norm), "--resume", str(resume).lower()])
         return {"checkpoint": str(run_dir / "checkpoints" / f"step_{args.steps:08d}")}
@@ -233,7 +237,8 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
     for tok in tokenizers:
         keys[tok] = f"{data_key}/{load_action_tokenizer(tokenizer_spec(tok)).fingerprint()}/{args.steps}x{args.batch_size}" \
                     f"@{args.learning_rate}/{args.train_modules}/{args.train_split}" \
-                    + (f"/warmup{args.warmup_steps}/clip{args.max_grad_norm}" if args.warmup_steps or args.max_grad_norm else "")
+                    + (f"/warmup{args.warmup_steps}/clip{args.max_grad_norm}" if args.warmup_steps or args.max_grad_norm else "") \
+                    + ("/image_aug" if args.image_aug == "true" else "")
         runs[tok] = stages.run(f"4_finetune_{tok}", lambda tok=tok: finetune(tok), key=keys[tok], folders=(out / "runs" / tok,))
         for which in ("trained", "protocol"):
             stages.run(f"5_eval_{tok}_{which}", lambda tok=tok, which=which: evaluate(tok, which),
