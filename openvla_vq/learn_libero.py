@@ -307,11 +307,11 @@ def diagnose(checkpoint: Path, data_root: Path, max_frames: int = 512) -> dict:
     import numpy as np
     import torch
 
-    from openvla_vq.data.collator import sample_images
     from openvla_vq.data.rlds_dataset import RLDSChunkDataset
     from openvla_vq.policy import load_policy
 
-    policy, _ = load_policy(checkpoint)
+    policy, info = load_policy(checkpoint)
+    images_of = eval_images(info["image_aug"])
     tok = policy.action_tokenizer
     frames = RLDSChunkDataset(data_root, DATASET, chunk_len=tok.chunk_len, split="all", train=False,
                               wrist_images=policy.num_images > 1)
@@ -333,7 +333,7 @@ def diagnose(checkpoint: Path, data_root: Path, max_frames: int = 512) -> dict:
     predicted_ids = []
     for i in range(0, len(samples), 32):
         block = samples[i:i + 32]
-        predicted = policy.predict_ids([sample_images(s) for s in block], [s["instruction"] for s in block]).cpu()
+        predicted = policy.predict_ids([images_of(s) for s in block], [s["instruction"] for s in block]).cpu()
         predicted_ids.append(predicted)
     predicted = torch.cat([torch.nn.functional.pad(p, (0, ids.shape[1] - p.shape[1]), value=tok.end_id or 0)
                            for p in predicted_ids])  # generation stops early once every row of a block has ended
@@ -347,7 +347,20 @@ def diagnose(checkpoint: Path, data_root: Path, max_frames: int = 512) -> dict:
             "greedy_token_accuracy": accuracy, "predicted_action_l1": l1, **token_predictability(ids, inside),
             "gripper_errors": gripper_errors(tok.decode(predicted)[:, 0, -1], actions[:, 0, -1],
                                              [s["instruction"] for s in samples]),
-            "image_dependence": image_dependence(policy, picked)}
+            "image_dependence": image_dependence(policy, picked, images_of)}
+
+
+def eval_images(centre_crop: bool) -> Callable[[dict], tuple]:
+    """A dataset frame's images as the evaluation gives them to the model: a checkpoint trained with augmentation
+    sees the 0.9-area centre crop (evaluation/preprocess.py), one trained without sees the frame as it is."""
+    from openvla_vq.data.collator import sample_images
+
+    if not centre_crop:
+        return sample_images
+    from openvla_vq.data.images import center_crop
+    from openvla_vq.data.tf_env import tf
+
+    return lambda sample: tuple(center_crop(tf.convert_to_tensor(image)).numpy() for image in sample_images(sample))
 
 
 def dependence_frames(data_root: Path, steps: tuple[int, ...] = (0, 10, 20)) -> dict[int, tuple[int, str, int]]:
@@ -361,7 +374,7 @@ def dependence_frames(data_root: Path, steps: tuple[int, ...] = (0, 10, 20)) -> 
     return index
 
 
-def image_dependence(policy, picked: dict[tuple[int, str, int], dict]) -> dict[str, dict]:
+def image_dependence(policy, picked: dict[tuple[int, str, int], dict], images_of: Callable[[dict], tuple]) -> dict[str, dict]:
     """Per task: does the trained model act on where things are? At steps k of every demonstration (`picked`, from
     dependence_frames), the model sees frame k once with its own image and once with the image of the task's next
     demonstration at step k (same instruction, other placement). First action of the chunk, arm dimensions,
@@ -370,8 +383,6 @@ def image_dependence(policy, picked: dict[tuple[int, str, int], dict]) -> dict[s
     changes its action about as much as the demonstrations differ; one that acts by phase alone hardly changes it."""
     import numpy as np
     import torch
-
-    from openvla_vq.data.collator import sample_images
 
     tok = policy.action_tokenizer
     steps = sorted({k for _, _, k in picked})
@@ -388,7 +399,7 @@ def image_dependence(policy, picked: dict[tuple[int, str, int], dict]) -> dict[s
         def act(images):
             return tok.decode(policy.predict_ids(images, texts).cpu())[:, 0, :6]
 
-        with_own, with_other = act([sample_images(s) for s in own]), act([sample_images(s) for s in other])
+        with_own, with_other = act([images_of(s) for s in own]), act([images_of(s) for s in other])
         gold = (torch.from_numpy(np.stack([s["actions"][0, :6] for s in own])),
                 torch.from_numpy(np.stack([s["actions"][0, :6] for s in other])))
         result[texts[0]] = {"frames": len(pairs), "demos_differ": float((gold[0] - gold[1]).abs().mean()),

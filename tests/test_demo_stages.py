@@ -151,6 +151,31 @@ def test_gripper_errors_count_frames_whose_predicted_gripper_is_the_other_state_
     assert gripper_errors(gold * 2 - 1, gold * 2 - 1, texts) == {"drawer": 0.0, "pick": 0.0}  # [-1, 1] coding too
 
 
+def test_diagnostics_give_the_model_the_images_the_evaluation_gives_it():
+    """The teacher-forced diagnostics read dataset frames (JPEG-decoded, resized); the evaluation renders, JPEG round
+    trips, resizes and, for a checkpoint trained with augmentation, centre-crops. For the same render both must reach
+    the model as the same pixels, with and without the crop, for each camera."""
+    import numpy as np
+
+    from openvla_vq.data.images import resize_uint8
+    from openvla_vq.data.tf_env import tf
+    from openvla_vq.evaluation.preprocess import preprocess_image
+    from openvla_vq.learn_libero import eval_images
+
+    rng = np.random.default_rng(0)
+    renders = [np.clip(np.add.outer(np.arange(256), np.arange(256))[..., None] // 2 + rng.integers(0, 40, (256, 256, 3)),
+                       0, 255).astype(np.uint8) for _ in range(2)]
+    # the dataset stores JPEG; fine-tuning and the diagnostics decode and resize it
+    frames = [resize_uint8(tf.io.decode_image(tf.io.encode_jpeg(r), channels=3), 224).numpy() for r in renders]
+    sample = {"image": frames[0], "wrist_image": frames[1]}
+    for crop in (False, True):
+        got = eval_images(crop)(sample)
+        assert len(got) == 2
+        for image, render in zip(got, renders):
+            np.testing.assert_array_equal(image, preprocess_image(render, crop=crop))
+    assert not np.array_equal(eval_images(True)(sample)[0], frames[0])  # the crop did something
+
+
 def test_the_rlds_digest_is_the_same_for_two_writes_of_the_same_episodes_and_changes_with_one_action(tmp_path):
     """tfds serializes feature maps in any order, so the bytes of two writes may differ; the digest must not."""
     from rlds_fixtures import write_libero_like
