@@ -237,8 +237,8 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
     for tok in tokenizers:
         keys[tok] = f"{data_key}/{load_action_tokenizer(tokenizer_spec(tok)).fingerprint()}/{args.steps}x{args.batch_size}" \
                     f"@{args.learning_rate}/{args.train_modules}/{args.train_split}" \
-                    + (f"/warmup{args.warmup_steps}/clip{args.max_grad_norm}" if args.warmup_steps or args.max_grad_norm else "") \
-                    + ("/image_aug" if args.image_aug == "true" else "")
+                    + (f"/warmup{args.warmup_steps}/clip{args.max_grad_norm}" if args.warmup_steps or args.max_grad_norm else "")
+        keys[tok] += "/image_aug" if args.image_aug == "true" else ""
         runs[tok] = stages.run(f"4_finetune_{tok}", lambda tok=tok: finetune(tok), key=keys[tok], folders=(out / "runs" / tok,))
         for which in ("trained", "protocol"):
             stages.run(f"5_eval_{tok}_{which}", lambda tok=tok, which=which: evaluate(tok, which),
