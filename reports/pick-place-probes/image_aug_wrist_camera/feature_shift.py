@@ -12,6 +12,7 @@ MODEL: a model folder (the random-init tiny VLA) or a fine-tuning checkpoint (ba
 EPISODES_FOLDER: the generator's .episodes/<dataset>-<version>/ folder holding task47_try000.npz ...
 """
 
+import functools
 import sys
 from pathlib import Path
 
@@ -30,9 +31,13 @@ def main(model_path: Path, episodes: Path) -> None:
              else PrismaticVLA.from_pretrained(model_path))
     processor = ImageProcessor(model.vision_backbone)
 
-    def frame(task: int, demo: int, step: int, camera: str) -> tf.Tensor:  # as fine-tuning decodes it
+    @functools.cache
+    def recording(task: int, demo: int, camera: str) -> np.ndarray:  # each episode's camera read once
         with np.load(episodes / f"task{task}_try{demo:03d}.npz") as z:
-            return resize_uint8(tf.io.decode_image(tf.io.encode_jpeg(z[camera][step]), channels=3), 224)
+            return z[camera]
+
+    def frame(task: int, demo: int, step: int, camera: str) -> tf.Tensor:  # as fine-tuning decodes it
+        return resize_uint8(tf.io.decode_image(tf.io.encode_jpeg(recording(task, demo, camera)[step]), channels=3), 224)
 
     def crop_only(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         x = tf.image.convert_image_dtype(image, tf.float32)
