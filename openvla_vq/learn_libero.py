@@ -15,8 +15,9 @@ Stages (each recorded in <out>/stages/<stage>.json when done, so a rerun reuses 
   7. the report: results.json, report.md, training curves, success plot, a few MP4s.
 `make demo` runs the same path with few tasks, demonstrations and steps. Besides the scale (--tasks,
 --episodes_per_task, --steps), flags vary the model (--vit_width, --llm_width, --position_embedding; --num_images 2 adds
-the wrist camera), what trains in full next to LoRA (--train_modules), which episodes fine-tuning reads (--train_split)
-and whether it augments the images as OpenVLA does (--image_aug).
+the wrist camera), what trains in full next to LoRA (--train_modules), which episodes fine-tuning reads (--train_split),
+whether it augments the images as OpenVLA does (--image_aug), and whether the vision towers are first pretrained on
+labelled simulator frames from other placements (--pretrain_vision_episodes: stages 1b and 1c).
 """
 
 from __future__ import annotations
@@ -126,6 +127,11 @@ def parse_args(argv: list[str] | None, defaults: dict | None = None) -> argparse
     parser.add_argument("--image_aug", choices=("true", "false"), default="false",
                         help="OpenVLA's training augmentation (0.9-area random crop, colour jitter; the evaluation then "
                              "centre-crops): off by default, as in the committed report")
+    parser.add_argument("--pretrain_vision_episodes", type=int, default=0,
+                        help="per task, expert episodes (other placements than the demonstrations', with noise) whose "
+                             "labelled frames pretrain the vision towers before fine-tuning (sim/scene_frames.py, "
+                             "training/pretrain_vision.py); 0: towers from scratch, as in the committed report")
+    parser.add_argument("--pretrain_vision_steps", type=int, default=3000)
     parser.add_argument("--tokenizer_steps", type=int, default=500, help="+L stage steps")
     parser.add_argument("--train_split", choices=("train", "all"), default="train",
                         help="episodes fine-tuning reads: train = OpenVLA's first 95%%, all = every demonstration")
@@ -170,6 +176,18 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
         return {"folder": str(write_tiny_checkpoint(out / "vla", vit_width=args.vit_width, llm_width=args.llm_width,
                                                     num_images=args.num_images, position_embedding=args.position_embedding))}
 
+    def scene_frames() -> dict:
+        _run([py, "-m", "openvla_vq.sim.scene_frames", "--out", str(out / "scene_frames"), "--tasks", args.tasks,
+              "--episodes_per_task", str(args.pretrain_vision_episodes), "--workers", str(args.workers),
+              "--assets_dir", args.assets_dir], env=libero_env)
+        return {"folder": str(out / "scene_frames")}
+
+    def pretrained_vla() -> dict:
+        _run([py, "-m", "openvla_vq.training.pretrain_vision", "--vla", str(out / "vla"), "--frames",
+              str(out / "scene_frames"), "--out", str(out / "vla-pretrained"), "--steps", str(args.pretrain_vision_steps)])
+        return {"folder": str(out / "vla-pretrained"),
+                "held_out": json.loads((out / "vla-pretrained" / "pretrain_report.json").read_text())["held_out"]}
+
     def demonstrations() -> dict:
         _run([py, "-m", "openvla_vq.sim.make_libero_rlds", "--out", str(data), "--tasks", args.tasks, "--episodes_per_task",
               str(args.episodes_per_task), "--workers", str(args.workers), "--assets_dir", args.assets_dir,
@@ -192,7 +210,7 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
 
         run_dir = out / "runs" / tok  # checkpoints every 1,000 steps: an interrupted fine-tune resumes from the last
         resume = latest_checkpoint(run_dir) is not None
-        _run([py, "finetune/lora.py", "--vla_path", str(out / "vla"), "--data_root_dir", str(data), "--dataset_name", DATASET,
+        _run([py, "finetune/lora.py", "--vla_path", str(vla_folder), "--data_root_dir", str(data), "--dataset_name", DATASET,
               "--tokenizer", tokenizer_spec(tok), "--run_root_dir", str(out / "runs"), "--run_id", tok,
               "--batch_size", str(args.batch_size), "--max_steps", str(args.steps), "--save_steps", str(min(args.steps, 1000)),
               "--log_steps", "50", "--learning_rate", str(args.learning_rate), "--shuffle_buffer_size", "20000",
@@ -222,6 +240,11 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
     vla = stages.run("1_vla", tiny_vla, key=f"tiny-vit{args.vit_width}-llm{args.llm_width}-images{args.num_images}"
                                             + ("-sincos" if args.position_embedding == "sincos" else ""),
                      folders=(out / "vla",))
+    if args.pretrain_vision_episodes:
+        frames_key = f"{args.tasks}x{args.pretrain_vision_episodes}/experts-{expert_version()}"
+        stages.run("1b_scene_frames", scene_frames, key=frames_key, folders=(out / "scene_frames",))
+        vla = stages.run("1c_pretrain_vision", pretrained_vla, key=f"{vla['key']}/frames-{frames_key}/"
+                         f"{args.pretrain_vision_steps}", folders=(out / "vla-pretrained",))
     # the dataset lies in a data root other runs may share (another --tasks rewrites it): reused only while the
     # episodes on disk are still the ones recorded, since every later key is built from their digest
     experts = stages.run("2_demonstrations", demonstrations,
@@ -229,6 +252,7 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
                              + (f"/noise{args.action_noise:g}" if args.action_noise else ""),
                          still_valid=lambda record: dataset_folder.is_dir()
                          and record.get("dataset_digest") == rlds_digest(dataset_folder))
+    vla_folder = out / ("vla-pretrained" if args.pretrain_vision_episodes else "vla")
     data_key = f"{vla['key']}/{args.tasks}x{args.episodes_per_task}/data-{experts['dataset_digest']}"
     if "vq_m+l" in tokenizers:
         stages.run("3_tokenizer_vq_m+l", plus_l, key=f"{data_key}/{args.tokenizer_steps}",
