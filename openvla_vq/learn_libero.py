@@ -131,7 +131,7 @@ def parse_args(argv: list[str] | None, defaults: dict | None = None) -> argparse
                         help="per task, expert episodes (other placements than the demonstrations', with noise) whose "
                              "labelled frames pretrain the vision towers before fine-tuning (sim/scene_frames.py, "
                              "training/pretrain_vision.py); 0: towers from scratch, as in the committed report")
-    parser.add_argument("--pretrain_vision_steps", type=int, default=3000)
+    parser.add_argument("--pretrain_vision_steps", type=int, default=2000)
     parser.add_argument("--tokenizer_steps", type=int, default=500, help="+L stage steps")
     parser.add_argument("--train_split", choices=("train", "all"), default="train",
                         help="episodes fine-tuning reads: train = OpenVLA's first 95%%, all = every demonstration")
@@ -162,8 +162,12 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
     args = parse_args(argv, defaults)
     check_trained_trials(args)
     from openvla_vq.sim.make_libero_rlds import check_action_noise, expert_version
+    from openvla_vq.training.pretrain_vision import HELD_OUT_EPISODES
 
     check_action_noise(args.action_noise)
+    if args.pretrain_vision_episodes and not args.pretrain_vision_episodes > HELD_OUT_EPISODES:
+        raise SystemExit(f"error: --pretrain_vision_episodes {args.pretrain_vision_episodes}: pretraining holds out "
+                         f"{HELD_OUT_EPISODES} episodes per task for its report; pass more (e.g. 50) or 0 for none")
     out, data = args.out.resolve(), args.data_root_dir.resolve()
     stages, py = Stages(out, prefix), sys.executable
     libero_env = {"LIBERO_CONFIG_PATH": str(out / "libero_config")}
@@ -245,6 +249,7 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
         stages.run("1b_scene_frames", scene_frames, key=frames_key, folders=(out / "scene_frames",))
         vla = stages.run("1c_pretrain_vision", pretrained_vla, key=f"{vla['key']}/frames-{frames_key}/"
                          f"{args.pretrain_vision_steps}", folders=(out / "vla-pretrained",))
+    vla_folder = out / ("vla-pretrained" if args.pretrain_vision_episodes else "vla")
     # the dataset lies in a data root other runs may share (another --tasks rewrites it): reused only while the
     # episodes on disk are still the ones recorded, since every later key is built from their digest
     experts = stages.run("2_demonstrations", demonstrations,
@@ -252,7 +257,6 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
                              + (f"/noise{args.action_noise:g}" if args.action_noise else ""),
                          still_valid=lambda record: dataset_folder.is_dir()
                          and record.get("dataset_digest") == rlds_digest(dataset_folder))
-    vla_folder = out / ("vla-pretrained" if args.pretrain_vision_episodes else "vla")
     data_key = f"{vla['key']}/{args.tasks}x{args.episodes_per_task}/data-{experts['dataset_digest']}"
     if "vq_m+l" in tokenizers:
         stages.run("3_tokenizer_vq_m+l", plus_l, key=f"{data_key}/{args.tokenizer_steps}",

@@ -85,3 +85,24 @@ def test_pretraining_trains_the_vision_side_only_and_fits_the_labels(frames, tmp
     assert held["frames"] == len(np.load(folder / "task47_ep001.npz")["phase"])
     assert 0 <= held["phase_accuracy"] <= 1 and held["waypoint_error_cm"] > 0
     assert (tmp_path / "pretrained" / "tokenizer.json").is_file() and not (tmp_path / "pretrained.state.pt").exists()
+
+
+def test_bad_pretraining_inputs_are_refused_in_one_line(tmp_path):
+    from bad_inputs import assert_one_line_error
+    from openvla_vq.learn_libero import main
+
+    with pytest.raises(SystemExit, match="--pretrain_vision_episodes 3: pretraining holds out 4 episodes"):
+        main(["--pretrain_vision_episodes", "3", "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists(), "refused before any stage"
+    me = [sys.executable, "-m", "openvla_vq.training.pretrain_vision", "--out", str(tmp_path / "out")]
+    assert_one_line_error(subprocess.run(me + ["--vla", str(tmp_path)], capture_output=True, text=True),
+                          "is not a VLA checkpoint")
+    (tmp_path / "config.json").write_text("{}")
+    assert_one_line_error(subprocess.run(me + ["--vla", str(tmp_path), "--steps", "0"], capture_output=True, text=True),
+                          "each must be at least 1")
+    assert_one_line_error(subprocess.run(me + ["--vla", str(tmp_path), "--frames", str(tmp_path / "none")],
+                                         capture_output=True, text=True), "no labelled frames")
+    frames = [sys.executable, "-m", "openvla_vq.sim.scene_frames", "--out", str(tmp_path / "frames")]
+    assert_one_line_error(subprocess.run(frames + ["--every", "0"], capture_output=True, text=True), "--every 0")
+    assert_one_line_error(subprocess.run(frames + ["--action_noise", "3"], capture_output=True, text=True),
+                          "--action_noise 3.0 is outside")

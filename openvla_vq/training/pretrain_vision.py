@@ -1,7 +1,7 @@
 """Pretrain a VLA checkpoint's vision towers and projector on labelled simulator frames (sim/scene_frames.py).
 
     python -m openvla_vq.training.pretrain_vision --vla runs/learn-libero/vla --frames data/scene-frames \
-        --out runs/learn-libero/vla-pretrained --steps 3000
+        --out runs/learn-libero/vla-pretrained --steps 2000
 
 OpenVLA starts from towers pretrained on web images (DINOv2, SigLIP); no pretrained weights reach us, and towers
 trained from scratch on 10-40 demonstrations per task learn to tell those demonstrations apart, not where things
@@ -35,15 +35,21 @@ from openvla_vq.model.vision import ImageProcessor
 
 WAYPOINT_UNIT_M = 0.05  # one unit of OSC_POSE position action: waypoint errors are learned in these units
 GRIPPER_UNIT_M = 0.04  # the fingers' open joint range
+HELD_OUT_EPISODES = 4  # per task, the last episodes: the report's held-out placements
+
+
+def frame_files(folder: Path) -> list[Path]:
+    files = sorted(folder.glob("task*_ep*.npz"))
+    if not files:
+        raise SystemExit(f"error: no labelled frames in {folder}: run python -m openvla_vq.sim.scene_frames --out {folder}")
+    return files
 
 
 def load_frames(folder: Path, num_images: int, held_out: int) -> dict[int, dict[str, dict[str, np.ndarray]]]:
     """{task: {"train"|"held_out": arrays}}: preprocessed uint8 images [N, n, 224, 224, 3] and labels."""
     from openvla_vq.evaluation.preprocess import preprocess_image  # the evaluation's path from an observation
 
-    files = sorted(folder.glob("task*_ep*.npz"))
-    if not files:
-        raise SystemExit(f"error: no labelled frames in {folder}: run python -m openvla_vq.sim.scene_frames --out {folder}")
+    files = frame_files(folder)
     by_task: dict[int, list[Path]] = {}
     for path in files:
         by_task.setdefault(int(path.name[4:6]), []).append(path)
@@ -196,14 +202,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vla", type=Path, required=True, help="a VLA checkpoint folder (OpenVLA layout)")
     parser.add_argument("--frames", type=Path, default=Path("data/scene-frames"), help="sim/scene_frames.py's output")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
-    parser.add_argument("--held_out", type=int, default=4, help="episodes per task kept out of training, for the report")
+    parser.add_argument("--held_out", type=int, default=HELD_OUT_EPISODES, help="episodes per task kept out of training, for the report")
     parser.add_argument("--save_steps", type=int, default=500)
     args = parser.parse_args(argv)
     if not (args.vla / "config.json").is_file():
         raise SystemExit(f"error: {args.vla} is not a VLA checkpoint (no config.json): pass --vla <checkpoint folder>")
+    if args.steps < 1 or args.held_out < 1 or args.batch_size < 1:
+        raise SystemExit(f"error: --steps {args.steps}, --held_out {args.held_out}, --batch_size {args.batch_size}: "
+                         "each must be at least 1")
+    frame_files(args.frames)  # before the model loads
     report = pretrain(args.vla, args.frames, args.out, args.steps, args.batch_size, args.learning_rate, args.held_out,
                       args.save_steps)
     print(json.dumps(report["held_out"], indent=1))
