@@ -50,7 +50,7 @@ def test_labels_say_where_the_waypoints_are_from_the_hand_in_that_frame(frames):
     for phase, waypoint in ((2, 1), (6, 4)):
         first = int(np.argmax(z["phase"] == phase))
         assert np.linalg.norm(z["waypoints"][first, waypoint]) < 2 * REACHED_M
-    # the fingers close during the grasp and open at the release
+    # the fingers are closed while lifting (phase 3), open while approaching (phase 0)
     assert z["gripper"][z["phase"] == 3][:, 0].mean() < z["gripper"][z["phase"] == 0][:, 0].mean()
 
 

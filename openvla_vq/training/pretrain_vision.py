@@ -14,6 +14,10 @@ layout, and `pretrain_report.json` beside it: the errors on held-out placements 
 each task) next to those of predicting the training mean. Frames are preprocessed as the evaluation preprocesses
 an observation (JPEG round trip, lanczos resize to 224), the images fine-tuning and evaluation give the model.
 Resumes from `<out>.state.pt` (saved every `--save_steps`).
+
+Measured (reports/pick-place-probes/pretrained_vision_wrist_camera): the held-out waypoints come out within 0.6-0.7
+cm, yet the fine-tuned policy does not pick and place, and a linear readout of random towers is as precise: the
+positions are already in the image tokens, and it is the language model that does not read them out.
 """
 
 from __future__ import annotations
