@@ -3,9 +3,10 @@ as an action).
 
     python -m openvla_vq.sim.scene_frames --out data/scene-frames --tasks 47,56 --episodes_per_task 40 --workers 2
 
-The towers of the small VLA are trained from scratch, and 10-40 demonstrations per task are too few placements for
-them to learn where things are: fine-tuned on actions alone, the policy tells one demonstration from another but does
-not map a frame a few millimetres off them to a nearby action (reports/pick-place-probes). Here the experts
+The small VLA's towers are trained from scratch, and 10-40 demonstrations per task give few placements of the
+objects. These frames pretrain the towers on many more (training/pretrain_vision.py) and measure what the image tokens
+carry (reports/pick-place-probes/pretrained_vision_wrist_camera: random towers already carry the waypoints to about
+half a centimetre, linearly; pretraining them did not make pick-and-place act). Here the experts
 (sim/experts.py) play episodes from other random resets than the demonstrations' (seeds from `SEED_BASE`), with DART
 noise on every executed action so that the hand also visits the states around their paths, and every `--every`-th
 frame is kept with what the simulator knows there:
