@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from openvla_vq.io import write_json
+from openvla_vq.io import atomic_file, write_json
 from openvla_vq.model.prismatic import PrismaticVLA
 from openvla_vq.model.vision import ImageProcessor
 
@@ -184,10 +184,9 @@ def pretrain(vla: Path, frames_folder: Path, out: Path, steps: int, batch_size: 
             print(f"[pretrain] step {step}/{steps} loss {loss.item():.4f} ({(time.perf_counter() - began) / 60:.1f} min)",
                   flush=True)
         if step % save_steps == 0 or step == steps:
-            tmp = state_file.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "heads": heads.state_dict(), "optimizer": optimizer.state_dict(),
-                        "schedule": schedule.state_dict(), "step": step, "curve": curve, "rng": rng}, tmp)
-            tmp.replace(state_file)
+            with atomic_file(state_file, "wb") as f:
+                torch.save({"model": model.state_dict(), "heads": heads.state_dict(), "optimizer": optimizer.state_dict(),
+                            "schedule": schedule.state_dict(), "step": step, "curve": curve, "rng": rng}, f)
     report = {"vla": str(vla), "frames": str(frames_folder), "steps": steps, "batch_size": batch_size,
               "learning_rate": learning_rate, "training_frames": {str(t): int(len(frames[t]["train"]["phase"])) for t in tasks},
               "held_out": held_out_errors(model, heads, processor, frames, eef_mean, batch_size),
