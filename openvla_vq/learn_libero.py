@@ -16,8 +16,9 @@ Stages (each recorded in <out>/stages/<stage>.json when done, so a rerun reuses 
 `make demo` runs the same path with few tasks, demonstrations and steps. Besides the scale (--tasks,
 --episodes_per_task, --steps), flags vary the model (--vit_width, --llm_width, --position_embedding; --num_images 2 adds
 the wrist camera), what trains in full next to LoRA (--train_modules), which episodes fine-tuning reads (--train_split),
-whether it augments the images as OpenVLA does (--image_aug), and whether the vision towers are first pretrained on
-labelled simulator frames from other placements (--pretrain_vision_episodes: stages 1b and 1c).
+whether it augments the images as OpenVLA does (--image_aug), and whether the vision towers, or the whole model
+(--pretrain_target vla), are first pretrained on labelled simulator frames from other placements
+(--pretrain_vision_episodes: stages 1b and 1c).
 """
 
 from __future__ import annotations
@@ -132,6 +133,10 @@ def parse_args(argv: list[str] | None, defaults: dict | None = None) -> argparse
                              "labelled frames pretrain the vision towers before fine-tuning (sim/scene_frames.py, "
                              "training/pretrain_vision.py); 0: towers from scratch, as in the committed report")
     parser.add_argument("--pretrain_vision_steps", type=int, default=2000)
+    parser.add_argument("--pretrain_target", choices=("towers", "vla"), default="towers",
+                        help="what the labelled frames pretrain: towers = the vision towers and projector through "
+                             "linear heads (training/pretrain_vision.py); vla = the whole model, answering where the "
+                             "waypoints are in action-token bins (training/pretrain_vla.py)")
     parser.add_argument("--tokenizer_steps", type=int, default=500, help="+L stage steps")
     parser.add_argument("--train_split", choices=("train", "all"), default="train",
                         help="episodes fine-tuning reads: train = OpenVLA's first 95%%, all = every demonstration")
@@ -187,7 +192,8 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
         return {"folder": str(out / "scene_frames")}
 
     def pretrained_vla() -> dict:
-        _run([py, "-m", "openvla_vq.training.pretrain_vision", "--vla", str(out / "vla"), "--frames",
+        module = {"towers": "pretrain_vision", "vla": "pretrain_vla"}[args.pretrain_target]
+        _run([py, "-m", f"openvla_vq.training.{module}", "--vla", str(out / "vla"), "--frames",
               str(out / "scene_frames"), "--out", str(out / "vla-pretrained"), "--steps", str(args.pretrain_vision_steps)])
         return {"folder": str(out / "vla-pretrained"),
                 "held_out": json.loads((out / "vla-pretrained" / "pretrain_report.json").read_text())["held_out"]}
@@ -245,10 +251,12 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
                                             + ("-sincos" if args.position_embedding == "sincos" else ""),
                      folders=(out / "vla",))
     if args.pretrain_vision_episodes:
-        frames_key = f"{args.tasks}x{args.pretrain_vision_episodes}/experts-{expert_version()}"
+        # frames-2: the recorder keeps each episode's instruction
+        frames_key = f"{args.tasks}x{args.pretrain_vision_episodes}/experts-{expert_version()}/frames-2"
         stages.run("1b_scene_frames", scene_frames, key=frames_key, folders=(out / "scene_frames",))
         vla = stages.run("1c_pretrain_vision", pretrained_vla, key=f"{vla['key']}/frames-{frames_key}/"
-                         f"{args.pretrain_vision_steps}", folders=(out / "vla-pretrained",))
+                         f"{args.pretrain_vision_steps}" + ("/vla" if args.pretrain_target == "vla" else ""),
+                         folders=(out / "vla-pretrained",))
     vla_folder = out / ("vla-pretrained" if args.pretrain_vision_episodes else "vla")
     # the dataset lies in a data root other runs may share (another --tasks rewrites it): reused only while the
     # episodes on disk are still the ones recorded, since every later key is built from their digest

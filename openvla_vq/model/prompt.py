@@ -20,18 +20,20 @@ PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
 SPACE_PIECE = "▁"
 
 
-def prompt_ids(text_tokenizer, instruction: str) -> list[int]:
-    """Token ids of the prompt, BOS first, ending with the "▁" piece."""
-    ids = list(text_tokenizer(PROMPT.format(instruction=instruction.lower().strip())).input_ids)
+def prompt_ids(text_tokenizer, instruction: str, template: str = PROMPT) -> list[int]:
+    """Token ids of the prompt, BOS first, ending with the "▁" piece. template: another question in the same layout
+    (training/pretrain_vla.py asks where the waypoints are)."""
+    ids = list(text_tokenizer(template.format(instruction=instruction.lower().strip())).input_ids)
     space = text_tokenizer.convert_tokens_to_ids(SPACE_PIECE)
     if ids[-1] != space:
         ids.append(space)
     return ids
 
 
-def training_example(text_tokenizer, instruction: str, action_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def training_example(text_tokenizer, instruction: str, action_ids: Sequence[int],
+                     template: str = PROMPT) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, labels) for one sample; labels are IGNORE_INDEX except on the action ids and EOS."""
-    prompt = prompt_ids(text_tokenizer, instruction)
+    prompt = prompt_ids(text_tokenizer, instruction, template)
     target = [int(i) for i in action_ids] + [text_tokenizer.eos_token_id]
     input_ids = torch.tensor(prompt + target, dtype=torch.long)
     labels = torch.tensor([IGNORE_INDEX] * len(prompt) + target, dtype=torch.long)

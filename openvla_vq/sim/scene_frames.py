@@ -14,7 +14,7 @@ frame is kept with what the simulator knows there:
     ...; fixed per task, computed from the scene's layout) minus the hand's position: where things are, relative
     to the hand;
   - `phase` [T]: the plan's phase (approach, descend, grasp, ...); `gripper` [T, 2]: the finger joints;
-    `eef` [T, 3]: the hand's position.
+    `eef` [T, 3]: the hand's position; `instruction`: the task's.
 Frames are those the demonstrations record (agentview and wrist, 256 px, rotated 180 degrees). Episodes run in
 `--workers` processes and resume (one .npz per episode, written atomically); failed episodes are kept, since the
 labels do not depend on success.
@@ -88,7 +88,7 @@ def simulate(out: Path, tasks: list[int], episodes_per_task: int, assets_dir: st
             env.reset()  # a placement sampled from the BDDL regions, as for the demonstrations
             arrays = record_frames(env, start_state(env), max_steps, noise, seed, every)
             with atomic_file(path, "wb") as f:
-                np.savez_compressed(f, task_index=task_index, seed=seed, **arrays)
+                np.savez_compressed(f, task_index=task_index, seed=seed, instruction=task.language, **arrays)
             print(f"task {task_index} episode {episode}: {len(arrays['images'])} frames, {time.time() - began:.0f}s",
                   flush=True)
         if env is not None:

@@ -73,9 +73,13 @@ def load_frames(folder: Path, num_images: int, held_out: int) -> dict[int, dict[
                     for key in ("waypoints", "phase", "gripper", "eef"):
                         arrays[key].append(z[key])
                     num_phases = int(z["num_phases"])
+                    if "instruction" not in z:
+                        raise SystemExit(f"error: {path} has no instruction (recorded before it was kept): delete "
+                                         f"{folder} and rerun python -m openvla_vq.sim.scene_frames")
+                    instruction = str(z["instruction"])
             frames[task][split] = {"images": np.stack(arrays["images"]),
                                    **{k: np.concatenate(v) for k, v in arrays.items() if k != "images"}}
-        frames[task]["num_phases"] = num_phases
+        frames[task]["num_phases"], frames[task]["instruction"] = num_phases, instruction
     return frames
 
 
@@ -140,6 +144,13 @@ def held_out_errors(model: PrismaticVLA, heads: FrameHeads, processor: ImageProc
     return report
 
 
+def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over the first 10% of steps (at most 100), times a cosine decay to 0 over all of them."""
+    warmup = min(100, steps // 10)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup))
+                                             * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+
+
 def pretrain(vla: Path, frames_folder: Path, out: Path, steps: int, batch_size: int, learning_rate: float,
              held_out: int, save_steps: int, log_steps: int = 50, seed: int = 0) -> dict:
     torch.manual_seed(seed)
@@ -154,9 +165,7 @@ def pretrain(vla: Path, frames_folder: Path, out: Path, steps: int, batch_size: 
     heads = FrameHeads(features, {t: (frames[t]["train"]["waypoints"].shape[1], frames[t]["num_phases"]) for t in tasks})
     params = [p for p in model.parameters() if p.requires_grad] + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
-    warmup = min(100, steps // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup))
-                                                 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    schedule = warmup_cosine(optimizer, steps)
     state_file, step, curve = out.with_name(out.name + ".state.pt"), 0, []
     if state_file.is_file():
         state = torch.load(state_file, weights_only=False)
@@ -191,13 +200,19 @@ def pretrain(vla: Path, frames_folder: Path, out: Path, steps: int, batch_size: 
               "learning_rate": learning_rate, "training_frames": {str(t): int(len(frames[t]["train"]["phase"])) for t in tasks},
               "held_out": held_out_errors(model, heads, processor, frames, eef_mean, batch_size),
               "curve": curve}
+    save_checkpoint(model, vla, out, report, state_file)
+    return report
+
+
+def save_checkpoint(model: PrismaticVLA, vla: Path, out: Path, report: dict, state_file: Path) -> None:
+    """The pretrained model in the input checkpoint's layout, its text tokenizer copied, the report beside it; the
+    resume state goes last, so a crash before it leaves a rerun to finish the folder."""
     model.save_pretrained(out)
     for extra in sorted(vla.iterdir()):  # the text tokenizer and anything else the checkpoint carries
         if extra.is_file() and not (out / extra.name).exists():
             shutil.copy(extra, out / extra.name)
     write_json(out / "pretrain_report.json", report)
     state_file.unlink()
-    return report
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,192 @@
+"""Pretrain a whole VLA checkpoint to answer, in action-token bins, where the expert's waypoints are from the hand.
+
+    python -m openvla_vq.training.pretrain_vla --vla runs/learn-libero/vla --frames data/scene-frames \
+        --out runs/learn-libero/vla-pretrained --steps 2000
+
+OpenVLA fine-tunes a language model that Prismatic's VLM training had already taught to read positions from image
+tokens; ours meets image tokens for the first time in fine-tuning, on 10 placements per task, and a linear readout
+shows the positions are in those tokens (reports/pick-place-probes/pretrained_vision_wrist_camera). This stage
+stands in for the VLM stage with what the simulator offers: on the labelled scene frames (sim/scene_frames.py:
+other placements than the demonstrations', DART-noised paths), every weight of the model (towers, projector,
+language model, output layer) learns to answer
+
+    <s> In: Where are the waypoints to {instruction}, from the hand?\\nOut: ▁ <phase> <fingers> <x y z per waypoint> </s>
+
+through the prompt-and-label path actions take (model/prompt.py), each value in OpenVLA's 256 bins over [-1, 1]:
+the plan's phase spread over the range, the fingers' opening over their range, and each waypoint minus the hand
+per `WAYPOINT_RANGE_M`. The answers use the binning action ids, so the output rows fine-tuning reads are trained
+too. Writes the checkpoint in the input's layout and `pretrain_report.json` beside it (teacher-forced, on held-out
+placements: waypoint error in cm next to predicting the training mean, phase accuracy). Resumes from
+`<out>.state.pt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from openvla_vq.action_tokenizers.binning import BinningActionTokenizer, BinningConfig
+from openvla_vq.io import atomic_file
+from openvla_vq.model.prismatic import IGNORE_INDEX, PrismaticVLA
+from openvla_vq.model.prompt import collate, training_example
+from openvla_vq.model.text_tokenizer import load_text_tokenizer
+from openvla_vq.model.vision import ImageProcessor
+from openvla_vq.training.pretrain_vision import (
+    GRIPPER_UNIT_M,
+    HELD_OUT_EPISODES,
+    frame_files,
+    load_frames,
+    save_checkpoint,
+    warmup_cosine,
+)
+
+QUESTION = "In: Where are the waypoints to {instruction}, from the hand?\nOut:"
+WAYPOINT_RANGE_M = 0.3  # waypoints lie within 27 cm of the hand in every frame recorded (tasks 47, 56): 2.3 mm bins
+
+
+def answer_values(split: dict[str, np.ndarray], index: np.ndarray, num_phases: int) -> np.ndarray:
+    """[B, 2 + 3K] in [-1, 1]: phase, fingers' opening, then each waypoint minus the hand."""
+    phase = 2.0 * split["phase"][index] / (num_phases - 1) - 1.0
+    fingers = 2.0 * split["gripper"][index, 0] / GRIPPER_UNIT_M - 1.0
+    waypoints = split["waypoints"][index].reshape(len(index), -1) / WAYPOINT_RANGE_M
+    return np.clip(np.concatenate([phase[:, None], fingers[:, None], waypoints], axis=1), -1.0, 1.0)
+
+
+class Answers:
+    """Per task, the answer's binning tokenizer and the batches of question, answer and images."""
+
+    def __init__(self, frames: dict, text_tokenizer, processor: ImageProcessor, base_vocab_size: int,
+                 pad_token_id: int, max_length: int) -> None:
+        self.frames, self.text_tokenizer, self.processor = frames, text_tokenizer, processor
+        self.pad_token_id, self.max_length = pad_token_id, max_length
+        self.tokenizers = {task: BinningActionTokenizer(BinningConfig(action_dim=2 + 3 * f["train"]["waypoints"].shape[1]))
+                           .for_vocab(base_vocab_size) for task, f in frames.items()}
+
+    def batch(self, task: int, split: str, index: np.ndarray) -> dict[str, torch.Tensor]:
+        data, tokenizer = self.frames[task][split], self.tokenizers[task]
+        values = answer_values(data, index, self.frames[task]["num_phases"])
+        rows = tokenizer.token_rows(tokenizer.encode(torch.from_numpy(values)[:, None]))
+        examples = []
+        for row in rows:
+            input_ids, labels = training_example(self.text_tokenizer, self.frames[task]["instruction"], row, QUESTION)
+            examples.append({"input_ids": input_ids, "labels": labels})
+        batch = collate(examples, self.pad_token_id, self.max_length)
+        batch["pixel_values"] = self.processor([tuple(sample) for sample in data["images"][index]])
+        return batch
+
+
+def forward(model: PrismaticVLA, batch: dict[str, torch.Tensor]):
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
+                 pixel_values=batch["pixel_values"], logits_to_keep=model.supervised_tail(batch["labels"]))
+
+
+@torch.no_grad()
+def held_out_errors(model: PrismaticVLA, answers: Answers, batch_size: int) -> dict[str, dict[str, float]]:
+    """Per task, on the held-out placements, teacher-forced: mean |waypoint error| (cm) of the greedy bins, phase
+    accuracy, and what predicting the training mean / most frequent phase achieves."""
+    model.eval()
+    report = {}
+    for task, splits in answers.frames.items():
+        split, train, tokenizer = splits["held_out"], splits["train"], answers.tokenizers[task]
+        predicted = []
+        for start in range(0, len(split["phase"]), batch_size):
+            batch = answers.batch(task, "held_out", np.arange(start, min(start + batch_size, len(split["phase"]))))
+            out = forward(model, batch)
+            keep = out.logits.shape[1]
+            target = batch["labels"][:, -keep:][:, 1:]  # the label each kept position predicts
+            answer = out.logits[:, :-1][target != IGNORE_INDEX].view(len(target), -1, out.logits.shape[-1])[:, :-1]
+            bins = tokenizer.allowed_ids(0)  # every value shares OpenVLA's one bin range; EOS dropped above
+            ids = bins[answer[..., bins].argmax(-1)]
+            predicted.append(tokenizer.decode(ids)[:, 0].numpy())
+        predicted = np.concatenate(predicted)
+        waypoints = predicted[:, 2:].reshape(split["waypoints"].shape) * WAYPOINT_RANGE_M
+        phase = np.rint((predicted[:, 0] + 1.0) / 2.0 * (splits["num_phases"] - 1))
+        report[str(task)] = {
+            "waypoint_error_cm": round(float(np.abs(waypoints - split["waypoints"]).mean() * 100), 2),
+            "waypoint_error_cm_training_mean": round(float(np.abs(split["waypoints"] - train["waypoints"].mean(0)).mean() * 100), 2),
+            "phase_accuracy": round(float((phase == split["phase"]).mean()), 3),
+            "phase_accuracy_most_frequent": round(float((split["phase"] == np.bincount(train["phase"]).argmax()).mean()), 3),
+            "frames": int(len(split["phase"]))}
+    model.train()
+    return report
+
+
+def pretrain(vla: Path, frames_folder: Path, out: Path, steps: int, batch_size: int, learning_rate: float,
+             held_out: int, save_steps: int, log_steps: int = 50, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = PrismaticVLA.from_pretrained(vla)
+    model.requires_grad_(True)  # the whole model, as Prismatic's VLM stage trains its language model
+    config = model.config
+    answers = Answers(load_frames(frames_folder, config.num_images_in_input, held_out), load_text_tokenizer(vla),
+                      ImageProcessor(model.vision_backbone), config.base_vocab_size, config.pad_token_id,
+                      config.llm_max_length)
+    tasks = sorted(answers.frames)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    schedule = warmup_cosine(optimizer, steps)
+    state_file, step, curve = out.with_name(out.name + ".state.pt"), 0, []
+    if state_file.is_file():
+        state = torch.load(state_file, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        step, curve, rng = state["step"], state["curve"], state["rng"]
+        print(f"[pretrain_vla] resumed at step {step}", flush=True)
+    model.train()
+    began = time.perf_counter()
+    while step < steps:
+        task = tasks[step % len(tasks)]  # one task per batch: its questions share a length
+        index = rng.integers(0, len(answers.frames[task]["train"]["phase"]), batch_size)
+        loss = forward(model, answers.batch(task, "train", index)).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        step += 1
+        if step % log_steps == 0:
+            curve.append({"step": step, "loss": round(loss.item(), 4)})
+            print(f"[pretrain_vla] step {step}/{steps} loss {loss.item():.4f} "
+                  f"({(time.perf_counter() - began) / 60:.1f} min)", flush=True)
+        if step % save_steps == 0 or step == steps:
+            with atomic_file(state_file, "wb") as f:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "schedule": schedule.state_dict(), "step": step, "curve": curve, "rng": rng}, f)
+    report = {"vla": str(vla), "frames": str(frames_folder), "steps": steps, "batch_size": batch_size,
+              "learning_rate": learning_rate, "question": QUESTION, "waypoint_range_m": WAYPOINT_RANGE_M,
+              "training_frames": {str(t): int(len(answers.frames[t]["train"]["phase"])) for t in tasks},
+              "held_out": held_out_errors(model, answers, batch_size), "curve": curve}
+    save_checkpoint(model, vla, out, report, state_file)
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--vla", type=Path, required=True, help="a VLA checkpoint folder (OpenVLA layout)")
+    parser.add_argument("--frames", type=Path, default=Path("data/scene-frames"), help="sim/scene_frames.py's output")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--held_out", type=int, default=HELD_OUT_EPISODES, help="episodes per task kept out of training, for the report")
+    parser.add_argument("--save_steps", type=int, default=500)
+    args = parser.parse_args(argv)
+    if not (args.vla / "config.json").is_file():
+        raise SystemExit(f"error: {args.vla} is not a VLA checkpoint (no config.json): pass --vla <checkpoint folder>")
+    if args.steps < 1 or args.held_out < 1 or args.batch_size < 1:
+        raise SystemExit(f"error: --steps {args.steps}, --held_out {args.held_out}, --batch_size {args.batch_size}: "
+                         "each must be at least 1")
+    frame_files(args.frames)  # before the model loads
+    report = pretrain(args.vla, args.frames, args.out, args.steps, args.batch_size, args.learning_rate, args.held_out,
+                      args.save_steps)
+    print(json.dumps(report["held_out"], indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
