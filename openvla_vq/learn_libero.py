@@ -130,8 +130,8 @@ def parse_args(argv: list[str] | None, defaults: dict | None = None) -> argparse
                              "centre-crops): off by default, as in the committed report")
     parser.add_argument("--pretrain_vision_episodes", type=int, default=0,
                         help="per task, expert episodes (other placements than the demonstrations', with noise) whose "
-                             "labelled frames pretrain the vision towers before fine-tuning (sim/scene_frames.py, "
-                             "training/pretrain_vision.py); 0: towers from scratch, as in the committed report")
+                             "labelled frames pretrain the model before fine-tuning (sim/scene_frames.py, "
+                             "--pretrain_target); 0: from scratch, as in the committed report")
     parser.add_argument("--pretrain_vision_steps", type=int, default=2000)
     parser.add_argument("--pretrain_target", choices=("towers", "vla"), default="towers",
                         help="what the labelled frames pretrain: towers = the vision towers and projector through "

@@ -1,6 +1,7 @@
-"""Vision-tower pretraining: labelled frames from the LIBERO-90 simulator (sim/scene_frames.py) and the towers and
-projector trained on them (training/pretrain_vision.py). The generator runs as a subprocess: TensorFlow (loaded here
-by the frame preprocessing) and MuJoCo's renderer cannot share a process."""
+"""Pretraining on labelled frames from the LIBERO-90 simulator (sim/scene_frames.py): the vision towers and projector
+through linear heads (training/pretrain_vision.py), and the whole VLA answering where the waypoints are in OpenVLA's
+bins (training/pretrain_vla.py). The generator runs as a subprocess: TensorFlow (loaded here by the frame
+preprocessing) and MuJoCo's renderer cannot share a process."""
 
 import os
 import subprocess
@@ -36,6 +37,7 @@ def test_labels_say_where_the_waypoints_are_from_the_hand_in_that_frame(frames):
     n = len(z["phase"])
     assert z["images"].shape == z["wrist_images"].shape == (n, 256, 256, 3)
     assert z["waypoints"].shape == (n, 6, 3) and z["gripper"].shape == (n, 2) and z["eef"].shape == (n, 3)
+    assert str(z["instruction"]) == "pick up the cream cheese box and put it in the basket"  # LIBERO-90 task 47
     # the plan is fixed once the scene settles: waypoint + hand is the same world point in every frame
     world = z["waypoints"] + z["eef"][:, None]
     np.testing.assert_allclose(world, np.broadcast_to(world[0], world.shape), atol=1e-9)
@@ -87,6 +89,47 @@ def test_pretraining_trains_the_vision_side_only_and_fits_the_labels(frames, tmp
     assert (tmp_path / "pretrained" / "tokenizer.json").is_file() and not (tmp_path / "pretrained.state.pt").exists()
 
 
+def test_vla_pretraining_answers_in_openvla_bins_and_trains_the_whole_model(frames, tmp_path):
+    from openvla_vq.model.prismatic import IGNORE_INDEX, PrismaticVLA
+    from openvla_vq.model.text_tokenizer import load_text_tokenizer
+    from openvla_vq.model.tiny import write_tiny_checkpoint
+    from openvla_vq.model.vision import ImageProcessor
+    from openvla_vq.training.pretrain_vision import load_frames
+    from openvla_vq.training.pretrain_vla import WAYPOINT_RANGE_M, Answers, pretrain
+
+    folder, _, _ = frames
+    vla = write_tiny_checkpoint(tmp_path / "vla", num_images=2)
+    model, text_tokenizer = PrismaticVLA.from_pretrained(vla), load_text_tokenizer(vla)
+    vocab = model.config.base_vocab_size
+    answers = Answers(load_frames(folder, 2, held_out=1), text_tokenizer, ImageProcessor(model.vision_backbone), vocab,
+                      model.config.pad_token_id, 1024)
+    batch = answers.batch(47, "train", np.array([0, 40]))
+    # the answer, written out: phase over 8 phases, fingers over 4 cm, 6 waypoints minus the hand per 0.3 m, each
+    # in OpenVLA's bins (id = vocab - digitize(v, linspace(-1, 1, 256))), then EOS
+    z = np.load(folder / "task47_ep000.npz")
+    for row, frame in enumerate((0, 40)):
+        values = np.concatenate([[2 * z["phase"][frame] / 7 - 1, 2 * z["gripper"][frame, 0] / 0.04 - 1],
+                                 np.clip(z["waypoints"][frame].ravel() / WAYPOINT_RANGE_M, -1, 1)])
+        expected = list(vocab - np.digitize(values, np.linspace(-1, 1, 256))) + [text_tokenizer.eos_token_id]
+        labels = batch["labels"][row]
+        assert labels[labels != IGNORE_INDEX].tolist() == expected
+        question = text_tokenizer.decode(batch["input_ids"][row][labels == IGNORE_INDEX], skip_special_tokens=True)
+        assert question.strip() == ("In: Where are the waypoints to pick up the cream cheese box and put it in the "
+                                    "basket, from the hand?\nOut:")
+    report = pretrain(vla, folder, tmp_path / "pretrained", steps=150, batch_size=8, learning_rate=3e-3, held_out=1,
+                      save_steps=75, log_steps=25)
+    before, after = model.state_dict(), PrismaticVLA.from_pretrained(tmp_path / "pretrained").state_dict()
+    for prefix in ("language_model.model.layers.0.self_attn", "language_model.lm_head", "language_model.model.embed_tokens",
+                   "vision_backbone.featurizer.patch_embed", "projector.fc1"):
+        assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix)), f"{prefix} not trained"
+    losses = [row["loss"] for row in report["curve"]]
+    assert len(losses) == 6 and np.mean(losses[-2:]) < 0.7 * losses[0], losses
+    held = report["held_out"]["47"]
+    assert held["frames"] == len(np.load(folder / "task47_ep001.npz")["phase"])
+    assert 0 <= held["phase_accuracy"] <= 1 and held["waypoint_error_cm"] > 0
+    assert (tmp_path / "pretrained" / "tokenizer.json").is_file() and not (tmp_path / "pretrained.state.pt").exists()
+
+
 def test_bad_pretraining_inputs_are_refused_in_one_line(tmp_path):
     from bad_inputs import assert_one_line_error
     from openvla_vq.learn_libero import main
@@ -94,14 +137,28 @@ def test_bad_pretraining_inputs_are_refused_in_one_line(tmp_path):
     with pytest.raises(SystemExit, match="--pretrain_vision_episodes 3: pretraining holds out 4 episodes"):
         main(["--pretrain_vision_episodes", "3", "--out", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists(), "refused before any stage"
-    me = [sys.executable, "-m", "openvla_vq.training.pretrain_vision", "--out", str(tmp_path / "out")]
-    assert_one_line_error(subprocess.run(me + ["--vla", str(tmp_path)], capture_output=True, text=True),
-                          "is not a VLA checkpoint")
+    for module in ("pretrain_vision", "pretrain_vla"):
+        me = [sys.executable, "-m", f"openvla_vq.training.{module}", "--out", str(tmp_path / "out")]
+        assert_one_line_error(subprocess.run(me + ["--vla", str(tmp_path)], capture_output=True, text=True),
+                              "is not a VLA checkpoint")
     (tmp_path / "config.json").write_text("{}")
     assert_one_line_error(subprocess.run(me + ["--vla", str(tmp_path), "--steps", "0"], capture_output=True, text=True),
                           "each must be at least 1")
     assert_one_line_error(subprocess.run(me + ["--vla", str(tmp_path), "--frames", str(tmp_path / "none")],
                                          capture_output=True, text=True), "no labelled frames")
+    # frames recorded before the recorder kept the instruction
+    from openvla_vq.model.tiny import write_tiny_checkpoint
+
+    old = tmp_path / "old-frames"
+    old.mkdir()
+    np.savez(old / "task47_ep000.npz", images=np.zeros((1, 256, 256, 3), np.uint8), wrist_images=np.zeros((1, 256, 256, 3), np.uint8),
+             waypoints=np.zeros((1, 6, 3)), phase=np.zeros(1, np.int64), gripper=np.zeros((1, 2)), eef=np.zeros((1, 3)),
+             num_phases=8)
+    np.savez(old / "task47_ep001.npz", **np.load(old / "task47_ep000.npz"))
+    vla = write_tiny_checkpoint(tmp_path / "vla", num_images=2)
+    done = subprocess.run([sys.executable, "-m", "openvla_vq.training.pretrain_vla", "--vla", str(vla), "--frames",
+                           str(old), "--held_out", "1", "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert_one_line_error(done, "has no instruction")
     frames = [sys.executable, "-m", "openvla_vq.sim.scene_frames", "--out", str(tmp_path / "frames")]
     assert_one_line_error(subprocess.run(frames + ["--every", "0"], capture_output=True, text=True), "--every 0")
     assert_one_line_error(subprocess.run(frames + ["--action_noise", "3"], capture_output=True, text=True),
