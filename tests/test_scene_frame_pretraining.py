@@ -31,6 +31,17 @@ def frames(tmp_path_factory):
     return out / "frames", command, env
 
 
+def assert_fitted_and_saved(report: dict, frames_folder, out) -> None:
+    """The loss fell by more than 30% over six logged points; the report measured the held-out episode; the folder
+    carries the text tokenizer and no resume state is left."""
+    losses = [row["loss"] for row in report["curve"]]
+    assert len(losses) == 6 and np.mean(losses[-2:]) < 0.7 * losses[0], losses
+    held = report["held_out"]["47"]
+    assert held["frames"] == len(np.load(frames_folder / "task47_ep001.npz")["phase"])
+    assert 0 <= held["phase_accuracy"] <= 1 and held["waypoint_error_cm"] > 0
+    assert (out / "tokenizer.json").is_file() and not out.with_name(out.name + ".state.pt").exists()
+
+
 def test_labels_say_where_the_waypoints_are_from_the_hand_in_that_frame(frames):
     folder, _, _ = frames
     z = np.load(folder / "task47_ep000.npz")
@@ -81,12 +92,7 @@ def test_pretraining_trains_the_vision_side_only_and_fits_the_labels(frames, tmp
             assert same, f"{name}: pretraining must leave the language model as it was"
     for prefix in ("vision_backbone.featurizer.patch_embed", "vision_backbone.fused_featurizer.pos_embed", "projector.fc1"):
         assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix)), f"{prefix} not trained"
-    losses = [row["loss"] for row in report["curve"]]
-    assert len(losses) == 6 and np.mean(losses[-2:]) < 0.7 * losses[0], losses
-    held = report["held_out"]["47"]
-    assert held["frames"] == len(np.load(folder / "task47_ep001.npz")["phase"])
-    assert 0 <= held["phase_accuracy"] <= 1 and held["waypoint_error_cm"] > 0
-    assert (tmp_path / "pretrained" / "tokenizer.json").is_file() and not (tmp_path / "pretrained.state.pt").exists()
+    assert_fitted_and_saved(report, folder, tmp_path / "pretrained")
 
 
 def test_vla_pretraining_answers_in_openvla_bins_and_trains_the_whole_model(frames, tmp_path):
@@ -122,12 +128,7 @@ def test_vla_pretraining_answers_in_openvla_bins_and_trains_the_whole_model(fram
     for prefix in ("language_model.model.layers.0.self_attn", "language_model.lm_head", "language_model.model.embed_tokens",
                    "vision_backbone.featurizer.patch_embed", "projector.fc1"):
         assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix)), f"{prefix} not trained"
-    losses = [row["loss"] for row in report["curve"]]
-    assert len(losses) == 6 and np.mean(losses[-2:]) < 0.7 * losses[0], losses
-    held = report["held_out"]["47"]
-    assert held["frames"] == len(np.load(folder / "task47_ep001.npz")["phase"])
-    assert 0 <= held["phase_accuracy"] <= 1 and held["waypoint_error_cm"] > 0
-    assert (tmp_path / "pretrained" / "tokenizer.json").is_file() and not (tmp_path / "pretrained.state.pt").exists()
+    assert_fitted_and_saved(report, folder, tmp_path / "pretrained")
 
 
 def test_bad_pretraining_inputs_are_refused_in_one_line(tmp_path):

@@ -28,6 +28,7 @@ import math
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -215,13 +216,14 @@ def save_checkpoint(model: PrismaticVLA, vla: Path, out: Path, report: dict, sta
     state_file.unlink()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def command_line(doc: str, pretrain_fn: Callable[..., dict], batch_size: int, argv: list[str] | None) -> None:
+    """The command line both pretrainings share: parse, refuse bad inputs in one line, pretrain, print the report."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--vla", type=Path, required=True, help="a VLA checkpoint folder (OpenVLA layout)")
     parser.add_argument("--frames", type=Path, default=Path("data/scene-frames"), help="sim/scene_frames.py's output")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=batch_size)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--held_out", type=int, default=HELD_OUT_EPISODES, help="episodes per task kept out of training, for the report")
     parser.add_argument("--save_steps", type=int, default=500)
@@ -232,10 +234,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: --steps {args.steps}, --held_out {args.held_out}, --batch_size {args.batch_size}: "
                          "each must be at least 1")
     frame_files(args.frames)  # before the model loads
-    report = pretrain(args.vla, args.frames, args.out, args.steps, args.batch_size, args.learning_rate, args.held_out,
-                      args.save_steps)
+    report = pretrain_fn(args.vla, args.frames, args.out, args.steps, args.batch_size, args.learning_rate,
+                         args.held_out, args.save_steps)
     print(json.dumps(report["held_out"], indent=1))
     print(f"wrote {args.out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    command_line(__doc__, pretrain, 32, argv)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ placements: waypoint error in cm next to predicting the training mean, phase acc
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 
@@ -38,8 +36,7 @@ from openvla_vq.model.text_tokenizer import load_text_tokenizer
 from openvla_vq.model.vision import ImageProcessor
 from openvla_vq.training.pretrain_vision import (
     GRIPPER_UNIT_M,
-    HELD_OUT_EPISODES,
-    frame_files,
+    command_line,
     load_frames,
     save_checkpoint,
     warmup_cosine,
@@ -166,26 +163,7 @@ def pretrain(vla: Path, frames_folder: Path, out: Path, steps: int, batch_size: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--vla", type=Path, required=True, help="a VLA checkpoint folder (OpenVLA layout)")
-    parser.add_argument("--frames", type=Path, default=Path("data/scene-frames"), help="sim/scene_frames.py's output")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--learning_rate", type=float, default=1e-3)
-    parser.add_argument("--held_out", type=int, default=HELD_OUT_EPISODES, help="episodes per task kept out of training, for the report")
-    parser.add_argument("--save_steps", type=int, default=500)
-    args = parser.parse_args(argv)
-    if not (args.vla / "config.json").is_file():
-        raise SystemExit(f"error: {args.vla} is not a VLA checkpoint (no config.json): pass --vla <checkpoint folder>")
-    if args.steps < 1 or args.held_out < 1 or args.batch_size < 1:
-        raise SystemExit(f"error: --steps {args.steps}, --held_out {args.held_out}, --batch_size {args.batch_size}: "
-                         "each must be at least 1")
-    frame_files(args.frames)  # before the model loads
-    report = pretrain(args.vla, args.frames, args.out, args.steps, args.batch_size, args.learning_rate, args.held_out,
-                      args.save_steps)
-    print(json.dumps(report["held_out"], indent=1))
-    print(f"wrote {args.out}")
+    command_line(__doc__, pretrain, 16, argv)
 
 
 if __name__ == "__main__":
