@@ -152,37 +152,30 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.l
                                              * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
 
 
-def pretrain(vla: Path, frames_folder: Path, out: Path, steps: int, batch_size: int, learning_rate: float,
-             held_out: int, save_steps: int, log_steps: int = 50, seed: int = 0) -> dict:
-    torch.manual_seed(seed)
+def train_steps(modules: dict[str, nn.Module], batch_loss: Callable[[int, np.random.Generator], torch.Tensor],
+                state_file: Path, steps: int, learning_rate: float, save_steps: int, log_steps: int, seed: int,
+                prefix: str) -> list[dict]:
+    """AdamW (warm-up x cosine, gradients clipped at norm 1) on the trainable parameters of `modules`, one
+    `batch_loss(step, rng)` per step; everything is saved to `state_file` every `save_steps` steps, and a rerun
+    resumes from it. Returns the loss curve (every `log_steps`)."""
     rng = np.random.default_rng(seed)
-    model = PrismaticVLA.from_pretrained(vla)
-    model.language_model.requires_grad_(False)
-    processor = ImageProcessor(model.vision_backbone)
-    frames = load_frames(frames_folder, model.config.num_images_in_input, held_out)
-    tasks = sorted(frames)
-    eef_mean = {t: frames[t]["train"]["eef"].mean(0) for t in tasks}
-    features = model.num_patches * model.language_model.config.hidden_size
-    heads = FrameHeads(features, {t: (frames[t]["train"]["waypoints"].shape[1], frames[t]["num_phases"]) for t in tasks})
-    params = [p for p in model.parameters() if p.requires_grad] + list(heads.parameters())
+    params = [p for module in modules.values() for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
     schedule = warmup_cosine(optimizer, steps)
-    state_file, step, curve = out.with_name(out.name + ".state.pt"), 0, []
+    step, curve = 0, []
     if state_file.is_file():
         state = torch.load(state_file, weights_only=False)
-        model.load_state_dict(state["model"])
-        heads.load_state_dict(state["heads"])
+        for name, module in modules.items():
+            module.load_state_dict(state[name])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         step, curve, rng = state["step"], state["curve"], state["rng"]
-        print(f"[pretrain] resumed at step {step}", flush=True)
-    model.train()
+        print(f"[{prefix}] resumed at step {step}", flush=True)
+    for module in modules.values():
+        module.train()
     began = time.perf_counter()
     while step < steps:
-        task = tasks[step % len(tasks)]  # tasks take turns, one per batch (each has its own head)
-        split = frames[task]["train"]
-        index = rng.integers(0, len(split["phase"]), batch_size)
-        loss = losses(heads(task, encode(model, processor, split["images"][index])), targets(split, index, eef_mean[task]))
+        loss = batch_loss(step, rng)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -191,12 +184,37 @@ def pretrain(vla: Path, frames_folder: Path, out: Path, steps: int, batch_size: 
         step += 1
         if step % log_steps == 0:
             curve.append({"step": step, "loss": round(loss.item(), 4)})
-            print(f"[pretrain] step {step}/{steps} loss {loss.item():.4f} ({(time.perf_counter() - began) / 60:.1f} min)",
+            print(f"[{prefix}] step {step}/{steps} loss {loss.item():.4f} ({(time.perf_counter() - began) / 60:.1f} min)",
                   flush=True)
         if step % save_steps == 0 or step == steps:
             with atomic_file(state_file, "wb") as f:
-                torch.save({"model": model.state_dict(), "heads": heads.state_dict(), "optimizer": optimizer.state_dict(),
-                            "schedule": schedule.state_dict(), "step": step, "curve": curve, "rng": rng}, f)
+                torch.save({**{name: module.state_dict() for name, module in modules.items()},
+                            "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step,
+                            "curve": curve, "rng": rng}, f)
+    return curve
+
+
+def pretrain(vla: Path, frames_folder: Path, out: Path, steps: int, batch_size: int, learning_rate: float,
+             held_out: int, save_steps: int, log_steps: int = 50, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    model = PrismaticVLA.from_pretrained(vla)
+    model.language_model.requires_grad_(False)
+    processor = ImageProcessor(model.vision_backbone)
+    frames = load_frames(frames_folder, model.config.num_images_in_input, held_out)
+    tasks = sorted(frames)
+    eef_mean = {t: frames[t]["train"]["eef"].mean(0) for t in tasks}
+    features = model.num_patches * model.language_model.config.hidden_size
+    heads = FrameHeads(features, {t: (frames[t]["train"]["waypoints"].shape[1], frames[t]["num_phases"]) for t in tasks})
+
+    def batch_loss(step: int, rng: np.random.Generator) -> torch.Tensor:
+        task = tasks[step % len(tasks)]  # tasks take turns, one per batch (each has its own head)
+        split = frames[task]["train"]
+        index = rng.integers(0, len(split["phase"]), batch_size)
+        return losses(heads(task, encode(model, processor, split["images"][index])), targets(split, index, eef_mean[task]))
+
+    state_file = out.with_name(out.name + ".state.pt")
+    curve = train_steps({"model": model, "heads": heads}, batch_loss, state_file, steps, learning_rate, save_steps,
+                        log_steps, seed, "pretrain")
     report = {"vla": str(vla), "frames": str(frames_folder), "steps": steps, "batch_size": batch_size,
               "learning_rate": learning_rate, "training_frames": {str(t): int(len(frames[t]["train"]["phase"])) for t in tasks},
               "held_out": held_out_errors(model, heads, processor, frames, eef_mean, batch_size),

@@ -18,18 +18,20 @@ per `WAYPOINT_RANGE_M`. The answers use the binning action ids, so the output ro
 too. Writes the checkpoint in the input's layout and `pretrain_report.json` beside it (teacher-forced, on held-out
 placements: waypoint error in cm next to predicting the training mean, phase accuracy). Resumes from
 `<out>.state.pt`.
+
+Measured (reports/pick-place-probes/pretrained_vla_wrist_camera): the held-out waypoints come out within 0.4-0.5 cm;
+fine-tuned on 10 demonstrations per task, the policy picks and places in 2 of 38 episodes (0 before), and it no
+longer answers the question: the fine-tune overwrites the readout.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from openvla_vq.action_tokenizers.binning import BinningActionTokenizer, BinningConfig
-from openvla_vq.io import atomic_file
 from openvla_vq.model.prismatic import IGNORE_INDEX, PrismaticVLA
 from openvla_vq.model.prompt import collate, training_example
 from openvla_vq.model.text_tokenizer import load_text_tokenizer
@@ -39,7 +41,7 @@ from openvla_vq.training.pretrain_vision import (
     command_line,
     load_frames,
     save_checkpoint,
-    warmup_cosine,
+    train_steps,
 )
 
 QUESTION = "In: Where are the waypoints to {instruction}, from the hand?\nOut:"
@@ -116,7 +118,6 @@ def held_out_errors(model: PrismaticVLA, answers: Answers, batch_size: int) -> d
 def pretrain(vla: Path, frames_folder: Path, out: Path, steps: int, batch_size: int, learning_rate: float,
              held_out: int, save_steps: int, log_steps: int = 50, seed: int = 0) -> dict:
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
     model = PrismaticVLA.from_pretrained(vla)
     model.requires_grad_(True)  # the whole model, as Prismatic's VLM stage trains its language model
     config = model.config
@@ -124,36 +125,15 @@ def pretrain(vla: Path, frames_folder: Path, out: Path, steps: int, batch_size: 
                       ImageProcessor(model.vision_backbone), config.base_vocab_size, config.pad_token_id,
                       config.llm_max_length)
     tasks = sorted(answers.frames)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
-    schedule = warmup_cosine(optimizer, steps)
-    state_file, step, curve = out.with_name(out.name + ".state.pt"), 0, []
-    if state_file.is_file():
-        state = torch.load(state_file, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        step, curve, rng = state["step"], state["curve"], state["rng"]
-        print(f"[pretrain_vla] resumed at step {step}", flush=True)
-    model.train()
-    began = time.perf_counter()
-    while step < steps:
+
+    def batch_loss(step: int, rng: np.random.Generator) -> torch.Tensor:
         task = tasks[step % len(tasks)]  # one task per batch: its questions share a length
         index = rng.integers(0, len(answers.frames[task]["train"]["phase"]), batch_size)
-        loss = forward(model, answers.batch(task, "train", index)).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        step += 1
-        if step % log_steps == 0:
-            curve.append({"step": step, "loss": round(loss.item(), 4)})
-            print(f"[pretrain_vla] step {step}/{steps} loss {loss.item():.4f} "
-                  f"({(time.perf_counter() - began) / 60:.1f} min)", flush=True)
-        if step % save_steps == 0 or step == steps:
-            with atomic_file(state_file, "wb") as f:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "schedule": schedule.state_dict(), "step": step, "curve": curve, "rng": rng}, f)
+        return forward(model, answers.batch(task, "train", index)).loss
+
+    state_file = out.with_name(out.name + ".state.pt")
+    curve = train_steps({"model": model}, batch_loss, state_file, steps, learning_rate, save_steps, log_steps, seed,
+                        "pretrain_vla")
     report = {"vla": str(vla), "frames": str(frames_folder), "steps": steps, "batch_size": batch_size,
               "learning_rate": learning_rate, "question": QUESTION, "waypoint_range_m": WAYPOINT_RANGE_M,
               "training_frames": {str(t): int(len(answers.frames[t]["train"]["phase"])) for t in tasks},
