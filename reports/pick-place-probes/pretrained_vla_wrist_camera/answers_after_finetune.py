@@ -3,8 +3,9 @@
     python reports/pick-place-probes/pretrained_vla_wrist_camera/answers_after_finetune.py runs/pp-vla
 
 Asks the pretraining's question (training/pretrain_vla.py) on the held-out scene frames of the run's pretraining,
-teacher-forced, of three models: the random-init VLA, the pretrained VLA and the fine-tuned policy (base + LoRA,
-merged as the evaluation merges it). The fine-tune only ever saw the action prompt.
+teacher-forced, of four models: the random-init VLA, the pretrained VLA, the fine-tuned policy (base + LoRA,
+merged as the evaluation merges it), and that policy with the pretrained output layer put back (the fine-tune
+trains lm_head in full on the same bin ids the answer uses). The fine-tune only ever saw the action prompt.
 """
 
 import json
@@ -23,6 +24,9 @@ checkpoint = run / "runs" / "binning" / "checkpoints" / "step_00002500"
 models = {"random init": PrismaticVLA.from_pretrained(run / "vla"),
           "pretrained": PrismaticVLA.from_pretrained(run / "vla-pretrained"),
           "fine-tuned (binning)": merged_model(checkpoint, json.loads((checkpoint / "run_config.json").read_text()))}
+restored = merged_model(checkpoint, json.loads((checkpoint / "run_config.json").read_text()))
+restored.language_model.lm_head.load_state_dict(models["pretrained"].language_model.lm_head.state_dict())
+models["fine-tuned, pretrained output layer put back"] = restored
 frames = load_frames(run / "scene_frames", 2, HELD_OUT_EPISODES)
 for name, model in models.items():
     model.eval()
