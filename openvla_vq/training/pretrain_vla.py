@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from openvla_vq.action_tokenizers.binning import BinningActionTokenizer, BinningConfig
+from openvla_vq.data.collator import ActionChunkCollator
 from openvla_vq.model.prismatic import IGNORE_INDEX, PrismaticVLA
-from openvla_vq.model.prompt import collate, training_example
 from openvla_vq.model.text_tokenizer import load_text_tokenizer
 from openvla_vq.model.vision import ImageProcessor
 from openvla_vq.training.pretrain_vision import (
@@ -57,26 +57,23 @@ def answer_values(split: dict[str, np.ndarray], index: np.ndarray, num_phases: i
 
 
 class Answers:
-    """Per task, the answer's binning tokenizer and the batches of question, answer and images."""
+    """Per task, the answer's binning tokenizer and collator; batches of question, answer and images."""
 
     def __init__(self, frames: dict, text_tokenizer, processor: ImageProcessor, base_vocab_size: int,
                  pad_token_id: int, max_length: int) -> None:
-        self.frames, self.text_tokenizer, self.processor = frames, text_tokenizer, processor
-        self.pad_token_id, self.max_length = pad_token_id, max_length
+        self.frames = frames
         self.tokenizers = {task: BinningActionTokenizer(BinningConfig(action_dim=2 + 3 * f["train"]["waypoints"].shape[1]))
                            .for_vocab(base_vocab_size) for task, f in frames.items()}
+        self.collators = {task: ActionChunkCollator(text_tokenizer, tokenizer, processor, pad_token_id, max_length,
+                                                    QUESTION) for task, tokenizer in self.tokenizers.items()}
 
     def batch(self, task: int, split: str, index: np.ndarray) -> dict[str, torch.Tensor]:
-        data, tokenizer = self.frames[task][split], self.tokenizers[task]
+        """The training data path's collator, on samples whose "actions" are the answer (one chunk of 2 + 3K values)."""
+        data = self.frames[task][split]
         values = answer_values(data, index, self.frames[task]["num_phases"])
-        rows = tokenizer.token_rows(tokenizer.encode(torch.from_numpy(values)[:, None]))
-        examples = []
-        for row in rows:
-            input_ids, labels = training_example(self.text_tokenizer, self.frames[task]["instruction"], row, QUESTION)
-            examples.append({"input_ids": input_ids, "labels": labels})
-        batch = collate(examples, self.pad_token_id, self.max_length)
-        batch["pixel_values"] = self.processor([tuple(sample) for sample in data["images"][index]])
-        return batch
+        samples = [{"actions": answer[None], "instruction": self.frames[task]["instruction"],
+                    **dict(zip(("image", "wrist_image"), images))} for answer, images in zip(values, data["images"][index])]
+        return self.collators[task](samples)
 
 
 def forward(model: PrismaticVLA, batch: dict[str, torch.Tensor]):
