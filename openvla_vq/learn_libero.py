@@ -137,6 +137,10 @@ def parse_args(argv: list[str] | None, defaults: dict | None = None) -> argparse
                         help="what the labelled frames pretrain: towers = the vision towers and projector through "
                              "linear heads (training/pretrain_vision.py); vla = the whole model, answering where the "
                              "waypoints are in action-token bins (training/pretrain_vla.py)")
+    parser.add_argument("--cotrain_batch_size", type=int, default=0,
+                        help="with --pretrain_target vla: each fine-tuning step also asks the pretraining's question on "
+                             "this many scene frames (finetune/lora.py --cotrain_frames), so that the fine-tune keeps "
+                             "the answer; 0: none")
     parser.add_argument("--tokenizer_steps", type=int, default=500, help="+L stage steps")
     parser.add_argument("--train_split", choices=("train", "all"), default="train",
                         help="episodes fine-tuning reads: train = OpenVLA's first 95%%, all = every demonstration")
@@ -173,6 +177,9 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
     if args.pretrain_vision_episodes and not args.pretrain_vision_episodes > HELD_OUT_EPISODES:
         raise SystemExit(f"error: --pretrain_vision_episodes {args.pretrain_vision_episodes}: pretraining holds out "
                          f"{HELD_OUT_EPISODES} episodes per task for its report; pass more (e.g. 50) or 0 for none")
+    if args.cotrain_batch_size and not (args.pretrain_vision_episodes and args.pretrain_target == "vla"):
+        raise SystemExit(f"error: --cotrain_batch_size {args.cotrain_batch_size} asks the VLA pretraining's question: "
+                         f"pass --pretrain_vision_episodes 50 --pretrain_target vla too, or --cotrain_batch_size 0")
     out, data = args.out.resolve(), args.data_root_dir.resolve()
     stages, py = Stages(out, prefix), sys.executable
     libero_env = {"LIBERO_CONFIG_PATH": str(out / "libero_config")}
@@ -227,7 +234,9 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
               # from scratch: the output layer must learn too, and a decaying rate lets the memorisation settle
               "--image_aug", args.image_aug, "--train_modules", args.train_modules, "--lr_schedule", "cosine",
               "--train_split", args.train_split, "--warmup_steps", str(args.warmup_steps),
-              "--max_grad_norm", str(args.max_grad_norm), "--resume", str(resume).lower()])
+              "--max_grad_norm", str(args.max_grad_norm), "--resume", str(resume).lower()]
+             + (["--cotrain_frames", str(out / "scene_frames"), "--cotrain_batch_size", str(args.cotrain_batch_size)]
+                if args.cotrain_batch_size else []))
         return {"checkpoint": str(run_dir / "checkpoints" / f"step_{args.steps:08d}")}
 
     def evaluate(tok: str, which: str) -> dict:
@@ -275,6 +284,7 @@ def main(argv: list[str] | None = None, defaults: dict | None = None, prefix: st
                     f"@{args.learning_rate}/{args.train_modules}/{args.train_split}" \
                     + (f"/warmup{args.warmup_steps}/clip{args.max_grad_norm}" if args.warmup_steps or args.max_grad_norm else "")
         keys[tok] += "/image_aug" if args.image_aug == "true" else ""
+        keys[tok] += f"/cotrain{args.cotrain_batch_size}" if args.cotrain_batch_size else ""
         runs[tok] = stages.run(f"4_finetune_{tok}", lambda tok=tok: finetune(tok), key=keys[tok], folders=(out / "runs" / tok,))
         for which in ("trained", "protocol"):
             stages.run(f"5_eval_{tok}_{which}", lambda tok=tok, which=which: evaluate(tok, which),

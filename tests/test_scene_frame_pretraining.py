@@ -3,6 +3,7 @@ through linear heads (training/pretrain_vision.py), and the whole VLA answering 
 bins (training/pretrain_vla.py). The generator runs as a subprocess: TensorFlow (loaded here by the frame
 preprocessing) and MuJoCo's renderer cannot share a process."""
 
+import json
 import os
 import subprocess
 import sys
@@ -129,6 +130,36 @@ def test_vla_pretraining_answers_in_openvla_bins_and_trains_the_whole_model(fram
                    "vision_backbone.featurizer.patch_embed", "projector.fc1"):
         assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix)), f"{prefix} not trained"
     assert_fitted_and_saved(report, folder, tmp_path / "pretrained")
+
+
+def test_cotraining_asks_the_question_beside_the_actions_so_the_fine_tune_learns_the_answer_too(frames, tmp_path):
+    """finetune/lora.py --cotrain_frames: the same fine-tune from the same random VLA, with and without the question
+    on the frames; afterwards the pretraining's question is asked on the frames of the held-out episode, which
+    neither fine-tune saw. Only the co-trained one has learned to answer."""
+    from openvla_vq.model.text_tokenizer import load_text_tokenizer
+    from openvla_vq.model.tiny import write_tiny_checkpoint
+    from openvla_vq.training.config import FinetuneConfig
+    from openvla_vq.training.finetune import finetune
+    from openvla_vq.training.merge import merged_model
+    from openvla_vq.training.pretrain_vla import forward, load_answers
+    from rlds_fixtures import write_libero_like
+
+    folder, _, _ = frames
+    write_libero_like(tmp_path / "data", episodes=4, length=12)
+    vla = write_tiny_checkpoint(tmp_path / "vla", num_images=2)
+    base = dict(vla_path=str(vla), data_root_dir=tmp_path / "data", run_root_dir=tmp_path / "runs", batch_size=4,
+                max_steps=100, save_steps=100, log_steps=20, learning_rate=3e-3, train_modules="lm_head", image_aug=False,
+                shuffle_buffer_size=40, lr_schedule="cosine")
+    losses = {}
+    for run_id, extra in (("actions", {}), ("cotrained", {"cotrain_frames": folder, "cotrain_held_out": 1})):
+        run_dir = finetune(FinetuneConfig(**base, run_id=run_id, **extra))
+        checkpoint = run_dir / "checkpoints" / "step_00000100"
+        model = merged_model(checkpoint, json.loads((checkpoint / "run_config.json").read_text())).eval()
+        answers = load_answers(folder, model, load_text_tokenizer(vla), held_out=1)
+        with torch.no_grad():
+            held_out = answers.batch(47, "held_out", np.arange(len(answers.frames[47]["held_out"]["phase"])))
+            losses[run_id] = forward(model, held_out).loss.item()
+    assert losses["cotrained"] < 0.8 * losses["actions"], losses  # without the question the two runs are identical
 
 
 def test_bad_pretraining_inputs_are_refused_in_one_line(tmp_path):

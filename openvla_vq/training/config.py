@@ -34,6 +34,12 @@ class FinetuneConfig:
     # modules trained in full next to LoRA (PEFT modules_to_save), comma-separated: "lm_head" when the backbone
     # is trained from scratch (make learn-libero); empty for OpenVLA's LoRA
     train_modules: str = ""
+    # co-training (RT-2 keeps its web data beside the robot data): each step also asks pretrain_vla.py's waypoint
+    # question on this many labelled scene frames (sim/scene_frames.py) from `cotrain_frames`, the loss added to the
+    # actions'; the last `cotrain_held_out` episodes per task are never asked (the pretraining's held-out placements)
+    cotrain_frames: Path | None = None
+    cotrain_batch_size: int = 8
+    cotrain_held_out: int = 4
     gradient_checkpointing: bool = False  # trades compute for memory on the 7B model
     # bookkeeping
     log_steps: int = 10

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, set_seed
@@ -35,6 +36,8 @@ from openvla_vq.training.checkpoint import latest_checkpoint, load_training_stat
 from openvla_vq.training.config import FinetuneConfig
 from openvla_vq.training.lora import add_lora
 from openvla_vq.training.metrics import action_metrics
+from openvla_vq.training.pretrain_vision import frame_files
+from openvla_vq.training.pretrain_vla import load_answers
 
 
 def lr_multiplier(cfg: FinetuneConfig, step: int) -> float:
@@ -99,6 +102,11 @@ def preflight(cfg: FinetuneConfig) -> Inputs:
     if longest is not None and tokenizer.chunk_len > longest:
         raise PreflightError(f"tokenizer {tokenizer.name!r} needs {tokenizer.chunk_len}-step chunks but the longest episode "
                              f"of {cfg.dataset_name} has {longest} steps")
+    if cfg.cotrain_frames is not None:
+        if cfg.cotrain_batch_size < 1 or cfg.cotrain_held_out < 1:
+            raise PreflightError(f"--cotrain_batch_size {cfg.cotrain_batch_size}, --cotrain_held_out "
+                                 f"{cfg.cotrain_held_out}: each must be at least 1")
+        frame_files(Path(cfg.cotrain_frames))  # one line naming the recorder when the folder holds no frames
     run_dir = cfg.run_root_dir / cfg.run_name()
     resume_from = latest_checkpoint(run_dir)
     if cfg.resume and resume_from is None:
@@ -160,6 +168,8 @@ def finetune(cfg: FinetuneConfig) -> Path:
         model.language_model.activation_checkpointing_enable()
     collator = ActionChunkCollator(text_tokenizer, tokenizer, ImageProcessor(model.vision_backbone),
                                    model.config.pad_token_id, cfg.max_length)
+    questions = None if cfg.cotrain_frames is None else \
+        load_answers(Path(cfg.cotrain_frames), model, text_tokenizer, cfg.cotrain_held_out)
     model = add_lora(model, cfg.lora_rank, cfg.lora_dropout, tuple(filter(None, cfg.train_modules.split(","))))
     constraint = tokenizer.decoding_constraint(model.config.text_config["vocab_size"])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)
@@ -205,7 +215,13 @@ def finetune(cfg: FinetuneConfig) -> Path:
                 out = model(input_ids=batch["input_ids"].to(accelerator.device), labels=batch["labels"].to(accelerator.device),
                             attention_mask=batch["attention_mask"].to(accelerator.device),
                             pixel_values=batch["pixel_values"].to(accelerator.device), logits_to_keep=keep)
-                accelerator.backward(out.loss)
+                loss = out.loss
+                if questions is not None:  # drawn from (seed, step): a resumed run asks what it would have asked
+                    asked = questions.draw(step, np.random.default_rng((cfg.seed, step)), cfg.cotrain_batch_size)
+                    asked = {k: asked[k].to(accelerator.device) for k in ("input_ids", "attention_mask", "labels", "pixel_values")}
+                    question_loss = model(**asked, logits_to_keep=unwrapped.base_model.model.supervised_tail(asked["labels"])).loss
+                    loss = loss + question_loss
+                accelerator.backward(loss)
                 if cfg.max_grad_norm > 0 and accelerator.sync_gradients:
                     grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
@@ -218,6 +234,8 @@ def finetune(cfg: FinetuneConfig) -> Path:
             metrics = action_metrics(out.logits.detach(), labels.to(out.logits.device),
                                      text_tokenizer.eos_token_id, tokenizer, constraint, batch["actions"])
             metrics["train_loss"] = out.loss.item()
+            if questions is not None:
+                metrics["question_loss"] = question_loss.item()
             if cfg.max_grad_norm > 0:
                 metrics["grad_norm"] = float(grad_norm)  # before clipping
             metrics["samples_per_s"] = window_samples / (time.perf_counter() - window_start)

@@ -75,6 +75,21 @@ class Answers:
                     **dict(zip(("image", "wrist_image"), images))} for answer, images in zip(values, data["images"][index])]
         return self.collators[task](samples)
 
+    def draw(self, step: int, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
+        """A training batch of `batch_size` frames drawn with `rng`; tasks take turns by `step`, so that one batch's
+        questions share a length."""
+        tasks = sorted(self.frames)
+        task = tasks[step % len(tasks)]
+        return self.batch(task, "train", rng.integers(0, len(self.frames[task]["train"]["phase"]), batch_size))
+
+
+def load_answers(frames_folder: Path, model: PrismaticVLA, text_tokenizer, held_out: int) -> Answers:
+    """The questions and answers on `frames_folder`'s frames for `model`, the last `held_out` episodes per task apart."""
+    config = model.config
+    return Answers(load_frames(frames_folder, config.num_images_in_input, held_out), text_tokenizer,
+                   ImageProcessor(model.vision_backbone), config.base_vocab_size, config.pad_token_id,
+                   config.llm_max_length)
+
 
 def forward(model: PrismaticVLA, batch: dict[str, torch.Tensor]):
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
@@ -117,16 +132,11 @@ def pretrain(vla: Path, frames_folder: Path, out: Path, steps: int, batch_size: 
     torch.manual_seed(seed)
     model = PrismaticVLA.from_pretrained(vla)
     model.requires_grad_(True)  # the whole model, as Prismatic's VLM stage trains its language model
-    config = model.config
-    answers = Answers(load_frames(frames_folder, config.num_images_in_input, held_out), load_text_tokenizer(vla),
-                      ImageProcessor(model.vision_backbone), config.base_vocab_size, config.pad_token_id,
-                      config.llm_max_length)
+    answers = load_answers(frames_folder, model, load_text_tokenizer(vla), held_out)
     tasks = sorted(answers.frames)
 
     def batch_loss(step: int, rng: np.random.Generator) -> torch.Tensor:
-        task = tasks[step % len(tasks)]  # one task per batch: its questions share a length
-        index = rng.integers(0, len(answers.frames[task]["train"]["phase"]), batch_size)
-        return forward(model, answers.batch(task, "train", index)).loss
+        return forward(model, answers.draw(step, rng, batch_size)).loss
 
     state_file = out.with_name(out.name + ".state.pt")
     curve = train_steps({"model": model}, batch_loss, state_file, steps, learning_rate, save_steps, log_steps, seed,
