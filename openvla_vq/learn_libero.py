@@ -398,7 +398,7 @@ def diagnose(checkpoint: Path, data_root: Path, max_frames: int = 512) -> dict:
 
 def eval_images(centre_crop: bool) -> Callable[[dict], tuple]:
     """A dataset frame's images as the evaluation gives them to the model: a checkpoint trained with augmentation
-    sees the 0.9-area centre crop (evaluation/preprocess.py), one trained without sees the frame as it is."""
+    sees the 0.9-area centre crop (data/preprocess.py), one trained without sees the frame as it is."""
     from openvla_vq.data.collator import sample_images
 
     if not centre_crop:

@@ -30,10 +30,10 @@ BREAKS: list[tuple[str, tuple[str, str, str] | None, list[str]]] = [
     ("frames not rotated by 180 degrees",
      ("sim/libero_env.py", "np.ascontiguousarray(image[::-1, ::-1])", "np.ascontiguousarray(image)"), []),
     ("centre crop on (trained without augmentation)", None, ["--center_crop", "true"]),
-    ("no JPEG round trip", ("evaluation/preprocess.py",
+    ("no JPEG round trip", ("data/preprocess.py",
                             "tf.io.decode_image(tf.io.encode_jpeg(tf.convert_to_tensor(image)), expand_animations=False, channels=3)",
                             "tf.convert_to_tensor(image)"), []),
-    ("bilinear instead of lanczos resize", ("evaluation/preprocess.py", "x = resize_uint8(x, size)",
+    ("bilinear instead of lanczos resize", ("data/preprocess.py", "x = resize_uint8(x, size)",
                                             "x = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(x, (size, size), "
                                             "method='bilinear')), 0, 255), tf.uint8)"), []),
     ("min/max instead of q01/q99 statistics", ("data/normalization.py", "0.5 * (x + 1) * (q99 - q01) + q01",

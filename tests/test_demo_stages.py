@@ -159,7 +159,7 @@ def test_diagnostics_give_the_model_the_images_the_evaluation_gives_it():
 
     from openvla_vq.data.images import resize_uint8
     from openvla_vq.data.tf_env import tf
-    from openvla_vq.evaluation.preprocess import preprocess_image
+    from openvla_vq.data.preprocess import preprocess_image
     from openvla_vq.learn_libero import eval_images
 
     rng = np.random.default_rng(0)

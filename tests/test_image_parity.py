@@ -8,7 +8,7 @@ import pytest
 
 from openvla_vq.data.images import augment, center_crop, resize_uint8
 from openvla_vq.data.tf_env import tf
-from openvla_vq.evaluation.preprocess import preprocess_image
+from openvla_vq.data.preprocess import preprocess_image
 from openvla_reference import CHECKPOINT, image
 
 pytestmark = pytest.mark.skipif(not CHECKPOINT.is_dir(), reason="LIBERO renders of ../shared/openvla-reference missing")

@@ -135,7 +135,7 @@ def test_the_eval_policy_call_in_bf16_chooses_the_same_ids_on_the_trained_checkp
     import torch
 
     from openvla_vq.data.rlds_dataset import RLDSChunkDataset
-    from openvla_vq.evaluation.preprocess import preprocess_image
+    from openvla_vq.data.preprocess import preprocess_image
     from openvla_vq.policy import load_policy
 
     checkpoint = memorised / "runs" / "guard" / "checkpoints" / "step_00001000"

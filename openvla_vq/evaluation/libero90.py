@@ -118,7 +118,7 @@ def run_eval(cfg: EvalConfig) -> Path:
     from accelerate.utils import set_seed
 
     from openvla_vq.evaluation.env_worker import EnvFault, EnvWorker
-    from openvla_vq.evaluation.preprocess import preprocess_image
+    from openvla_vq.data.preprocess import preprocess_image
     from openvla_vq.evaluation.report import save_video, write_report
     from openvla_vq.policy import load_policy
     from openvla_vq.sim.libero_env import libero90_task, setup_libero

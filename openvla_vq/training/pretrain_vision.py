@@ -52,7 +52,7 @@ def frame_files(folder: Path) -> list[Path]:
 
 def load_frames(folder: Path, num_images: int, held_out: int) -> dict[int, dict[str, dict[str, np.ndarray]]]:
     """{task: {"train"|"held_out": arrays}}: preprocessed uint8 images [N, n, 224, 224, 3] and labels."""
-    from openvla_vq.evaluation.preprocess import preprocess_image  # the evaluation's path from an observation
+    from openvla_vq.data.preprocess import preprocess_image  # the evaluation's path from an observation (loads TensorFlow)
 
     files = frame_files(folder)
     by_task: dict[int, list[Path]] = {}
