@@ -173,6 +173,10 @@ def test_preflight_errors(setup):
         preflight(FinetuneConfig(**base, max_steps=10, warmup_steps=10))
     with pytest.raises(PreflightError, match="--max_grad_norm -1.0: pass 0"):
         preflight(FinetuneConfig(**base, max_grad_norm=-1.0))
+    with pytest.raises(PreflightError, match="--cotrain_frames: no labelled frames in .* run python -m openvla_vq.sim.scene_frames"):
+        preflight(FinetuneConfig(**base, cotrain_frames=setup / "no-frames"))
+    with pytest.raises(PreflightError, match="--cotrain_batch_size 0, --cotrain_held_out 4: each must be at least 1"):
+        preflight(FinetuneConfig(**base, cotrain_frames=setup / "no-frames", cotrain_batch_size=0))
 
 
 def test_learning_rate_warms_up_linearly_then_follows_the_schedule():

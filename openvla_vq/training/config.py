@@ -56,4 +56,5 @@ class FinetuneConfig:
         tok = Path(self.tokenizer).name
         return (f"{base}+{self.dataset_name}+{tok}+b{self.batch_size * self.grad_accumulation_steps}"
                 f"+lr-{self.learning_rate}+lora-r{self.lora_rank}+dropout-{self.lora_dropout}"
-                + ("--image_aug" if self.image_aug else ""))
+                + ("--image_aug" if self.image_aug else "")
+                + (f"--cotrain-{self.cotrain_batch_size}" if self.cotrain_frames is not None else ""))

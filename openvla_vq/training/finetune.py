@@ -106,7 +106,10 @@ def preflight(cfg: FinetuneConfig) -> Inputs:
         if cfg.cotrain_batch_size < 1 or cfg.cotrain_held_out < 1:
             raise PreflightError(f"--cotrain_batch_size {cfg.cotrain_batch_size}, --cotrain_held_out "
                                  f"{cfg.cotrain_held_out}: each must be at least 1")
-        frame_files(Path(cfg.cotrain_frames))  # one line naming the recorder when the folder holds no frames
+        try:
+            frame_files(Path(cfg.cotrain_frames))
+        except SystemExit as e:  # its one line names the recorder to run
+            raise PreflightError(f"--cotrain_frames: {str(e).removeprefix('error: ')}") from None
     run_dir = cfg.run_root_dir / cfg.run_name()
     resume_from = latest_checkpoint(run_dir)
     if cfg.resume and resume_from is None:
@@ -216,8 +219,9 @@ def finetune(cfg: FinetuneConfig) -> Path:
                             attention_mask=batch["attention_mask"].to(accelerator.device),
                             pixel_values=batch["pixel_values"].to(accelerator.device), logits_to_keep=keep)
                 loss = out.loss
-                if questions is not None:  # drawn from (seed, step): a resumed run asks what it would have asked
-                    asked = questions.draw(step, np.random.default_rng((cfg.seed, step)), cfg.cotrain_batch_size)
+                if questions is not None:  # drawn from the data position: a resumed run asks what it would have asked
+                    draw = np.random.default_rng((cfg.seed, data_position, accelerator.process_index))
+                    asked = questions.draw(step, draw, cfg.cotrain_batch_size)
                     asked = {k: asked[k].to(accelerator.device) for k in ("input_ids", "attention_mask", "labels", "pixel_values")}
                     question_loss = model(**asked, logits_to_keep=unwrapped.base_model.model.supervised_tail(asked["labels"])).loss
                     loss = loss + question_loss
