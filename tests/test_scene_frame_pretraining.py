@@ -5,8 +5,11 @@ preprocessing) and MuJoCo's renderer cannot share a process."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,6 +164,42 @@ def test_cotraining_asks_the_question_beside_the_actions_so_the_fine_tune_learns
             held_out = answers.batch(47, "held_out", np.arange(len(answers.frames[47]["held_out"]["phase"])))
             losses[run_id] = forward(model, held_out).loss.item()
     assert losses["cotrained"] < 0.8 * losses["actions"], losses  # without the question the two runs are identical
+
+
+def test_a_cotrained_fine_tune_killed_and_resumed_ends_with_the_uninterrupted_runs_weights(frames, tmp_path):
+    """The questions are drawn from the data position the checkpoint keeps: after SIGKILL and --resume true, the run
+    asks what the uninterrupted one asked, and ends bitwise where it ends."""
+    from safetensors.torch import load_file
+
+    from openvla_vq.model.tiny import write_tiny_checkpoint
+    from rlds_fixtures import write_libero_like
+
+    folder, _, _ = frames
+    write_libero_like(tmp_path / "data", episodes=4, length=12)
+    vla = write_tiny_checkpoint(tmp_path / "vla", num_images=2)
+    script = Path(__file__).resolve().parents[1] / "finetune" / "lora.py"
+
+    def command(run_id: str) -> list[str]:
+        return [sys.executable, str(script), "--vla_path", str(vla), "--data_root_dir", str(tmp_path / "data"),
+                "--run_root_dir", str(tmp_path / "runs"), "--run_id", run_id, "--batch_size", "2", "--max_steps", "20",
+                "--save_steps", "10", "--log_steps", "5", "--shuffle_buffer_size", "40", "--cotrain_frames", str(folder),
+                "--cotrain_batch_size", "4", "--cotrain_held_out", "1"]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    assert subprocess.run(command("whole"), capture_output=True, env=env, timeout=900).returncode == 0
+    killed = subprocess.Popen(command("killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "runs" / "killed" / "checkpoints"
+    deadline = time.time() + 600
+    while not (checkpoints / "step_00000010").is_dir() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert (checkpoints / "step_00000010").is_dir() and not (checkpoints / "step_00000020").exists()
+    resumed = subprocess.run(command("killed") + ["--resume", "true"], capture_output=True, text=True, env=env, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = (load_file(str(tmp_path / "runs" / run / "checkpoints" / "step_00000020" / "adapter" / "adapter_model.safetensors"))
+            for run in ("whole", "killed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_bad_pretraining_inputs_are_refused_in_one_line(tmp_path):
