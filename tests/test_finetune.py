@@ -179,6 +179,20 @@ def test_preflight_errors(setup):
         preflight(FinetuneConfig(**base, cotrain_frames=setup / "no-frames", cotrain_batch_size=0))
 
 
+def test_cotraining_frames_too_few_to_hold_out_stop_the_command_line_in_one_line(setup):
+    """Found only once the frames load (after preflight): still the command line's one-line error, nothing written."""
+    frames = setup / "one-episode-frames"
+    frames.mkdir(exist_ok=True)
+    np.savez(frames / "task47_ep000.npz", phase=np.zeros(1))
+    done = run(args(setup, "binning", "cotrain-too-few", 2, "--cotrain_frames", str(frames)))
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: --cotrain_frames: task 47 has 1 episodes in {frames}, not more than the 4 held out per task: generate "
+        "more, or hold out fewer (--held_out; fine-tuning: --cotrain_held_out)"]
+    assert "Traceback" not in done.stderr
+    assert not (setup / "runs" / "cotrain-too-few").exists()
+
+
 def test_learning_rate_warms_up_linearly_then_follows_the_schedule():
     """Written out by hand: 4 warm-up steps of 12, then a half cosine over the remaining 8 (or constant)."""
     cosine = FinetuneConfig(max_steps=12, warmup_steps=4, lr_schedule="cosine")

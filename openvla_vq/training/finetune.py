@@ -36,7 +36,7 @@ from openvla_vq.training.checkpoint import latest_checkpoint, load_training_stat
 from openvla_vq.training.config import FinetuneConfig
 from openvla_vq.training.lora import add_lora
 from openvla_vq.training.metrics import action_metrics
-from openvla_vq.training.pretrain_vision import frame_files
+from openvla_vq.training.pretrain_vision import FramesError, frame_files
 from openvla_vq.training.pretrain_vla import load_answers
 
 
@@ -108,8 +108,8 @@ def preflight(cfg: FinetuneConfig) -> Inputs:
                                  f"{cfg.cotrain_held_out}: each must be at least 1")
         try:
             frame_files(Path(cfg.cotrain_frames))
-        except SystemExit as e:  # its one line names the recorder to run
-            raise PreflightError(f"--cotrain_frames: {str(e).removeprefix('error: ')}") from None
+        except FramesError as e:  # its message names the recorder to run
+            raise PreflightError(f"--cotrain_frames: {e}") from None
     run_dir = cfg.run_root_dir / cfg.run_name()
     resume_from = latest_checkpoint(run_dir)
     if cfg.resume and resume_from is None:
@@ -171,8 +171,11 @@ def finetune(cfg: FinetuneConfig) -> Path:
         model.language_model.activation_checkpointing_enable()
     collator = ActionChunkCollator(text_tokenizer, tokenizer, ImageProcessor(model.vision_backbone),
                                    model.config.pad_token_id, cfg.max_length)
-    questions = None if cfg.cotrain_frames is None else \
-        load_answers(Path(cfg.cotrain_frames), model, text_tokenizer, cfg.cotrain_held_out)
+    try:
+        questions = None if cfg.cotrain_frames is None else \
+            load_answers(Path(cfg.cotrain_frames), model, text_tokenizer, cfg.cotrain_held_out)
+    except FramesError as e:  # too few episodes for --cotrain_held_out, or frames recorded without the instruction
+        raise PreflightError(f"--cotrain_frames: {e}") from None
     model = add_lora(model, cfg.lora_rank, cfg.lora_dropout, tuple(filter(None, cfg.train_modules.split(","))))
     constraint = tokenizer.decoding_constraint(model.config.text_config["vocab_size"])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate)

@@ -43,10 +43,15 @@ GRIPPER_UNIT_M = 0.04  # the fingers' open joint range
 HELD_OUT_EPISODES = 4  # per task, the last episodes: the report's held-out placements
 
 
+class FramesError(ValueError):
+    """A labelled-frames folder that cannot be used; the message names the fix. The command lines turn it into
+    their one-line error, fine-tuning's preflight into a PreflightError."""
+
+
 def frame_files(folder: Path) -> list[Path]:
     files = sorted(folder.glob("task*_ep*.npz"))
     if not files:
-        raise SystemExit(f"error: no labelled frames in {folder}: run python -m openvla_vq.sim.scene_frames --out {folder}")
+        raise FramesError(f"no labelled frames in {folder}: run python -m openvla_vq.sim.scene_frames --out {folder}")
     return files
 
 
@@ -61,8 +66,8 @@ def load_frames(folder: Path, num_images: int, held_out: int) -> dict[int, dict[
     frames = {}
     for task, paths in by_task.items():
         if len(paths) <= held_out:
-            raise SystemExit(f"error: task {task} has {len(paths)} episodes in {folder}, not more than --held_out "
-                             f"{held_out}: generate more or pass a smaller --held_out")
+            raise FramesError(f"task {task} has {len(paths)} episodes in {folder}, not more than the {held_out} held out "
+                              f"per task: generate more, or hold out fewer (--held_out; fine-tuning: --cotrain_held_out)")
         frames[task] = {}
         for split, part in (("train", paths[:len(paths) - held_out]), ("held_out", paths[len(paths) - held_out:])):
             arrays: dict[str, list] = {"images": [], "waypoints": [], "phase": [], "gripper": [], "eef": []}
@@ -75,8 +80,8 @@ def load_frames(folder: Path, num_images: int, held_out: int) -> dict[int, dict[
                         arrays[key].append(z[key])
                     num_phases = int(z["num_phases"])
                     if "instruction" not in z:
-                        raise SystemExit(f"error: {path} has no instruction (recorded before it was kept): delete "
-                                         f"{folder} and rerun python -m openvla_vq.sim.scene_frames")
+                        raise FramesError(f"{path} has no instruction (recorded before it was kept): delete "
+                                          f"{folder} and rerun python -m openvla_vq.sim.scene_frames")
                     instruction = str(z["instruction"])
             frames[task][split] = {"images": np.stack(arrays["images"]),
                                    **{k: np.concatenate(v) for k, v in arrays.items() if k != "images"}}
@@ -251,9 +256,12 @@ def command_line(doc: str, pretrain_fn: Callable[..., dict], batch_size: int, ar
     if args.steps < 1 or args.held_out < 1 or args.batch_size < 1:
         raise SystemExit(f"error: --steps {args.steps}, --held_out {args.held_out}, --batch_size {args.batch_size}: "
                          "each must be at least 1")
-    frame_files(args.frames)  # before the model loads
-    report = pretrain_fn(args.vla, args.frames, args.out, args.steps, args.batch_size, args.learning_rate,
-                         args.held_out, args.save_steps)
+    try:
+        frame_files(args.frames)  # before the model loads
+        report = pretrain_fn(args.vla, args.frames, args.out, args.steps, args.batch_size, args.learning_rate,
+                             args.held_out, args.save_steps)
+    except FramesError as e:
+        raise SystemExit(f"error: {e}") from None
     print(json.dumps(report["held_out"], indent=1))
     print(f"wrote {args.out}")
 
