@@ -44,7 +44,7 @@ def render_near(files: list[Path], stats: dict, out: Path) -> None:
     tokenizer, env, arrays = BinningActionTokenizer(), None, {}
     for i, file in enumerate(files):
         demo = dict(np.load(file))
-        env = env or make_env(libero90_task(int(str(file.name)[4:6])), RESOLUTION, seed=ENV_SEED)
+        env = env or make_env(libero90_task(int(file.name[4:6])), RESOLUTION, seed=ENV_SEED)
         binned = tokenizer.decode(tokenizer.encode(torch.tensor(normalize_actions(demo["actions"], stats))[:, None]))
         executed = unnormalize_actions(binned[:, 0].numpy(), stats)
         executed[:, 6] = demo["actions"][:, 6]
