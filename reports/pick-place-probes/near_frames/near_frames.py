@@ -8,7 +8,9 @@ renders frames that differ from the recorded ones by well under one pixel level.
 "near" frames (both cameras), then asks the run's checkpoint for the first action on every recorded frame and on
 every near frame, and prints per demonstration how often the predicted action misses the demonstrated one by the
 replay criterion (an arm dimension off by more than 0.1, or the gripper's sign), with the recorded frame and with
-the near one. The sim part runs in a child process (MuJoCo and TensorFlow cannot share one).
+the near one. The sim part runs in a child process (MuJoCo and TensorFlow cannot share one). Demonstrations
+recorded with DART noise (`--action_noise`) executed other actions than the recorded ones: their binned replay is
+not near them, and only the recorded-frame columns apply.
 """
 
 from __future__ import annotations
@@ -91,6 +93,10 @@ def main(checkpoint: Path, data_root: Path, task: int, count: int) -> None:
             out.append(gripper_to_env(policy.predict_action(inputs, [instruction] * len(inputs)))[:, 0])
         return np.concatenate(out)
 
+    generation = json.loads((data_root / "libero_90_experts" / "1.0.0" / "generation_report.json").read_text())
+    noise = generation.get("action_noise", 0.0)
+    if noise:
+        print(f"note: recorded with --action_noise {noise}: the near frames are not near the recorded ones (see the docstring)")
     print(f"{checkpoint}\ntask {task}: per demonstration, steps whose predicted action misses the demonstrated one "
           f"(arm > {TOLERANCE} or gripper sign), and the first such step")
     print("demo | steps | recorded frames: misses, first | near frames: misses, first | mean |near - recorded| prediction, arm")
