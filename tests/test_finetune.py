@@ -1,10 +1,8 @@
 """finetune/lora.py end to end on the tiny VLA and a tiny LIBERO-layout RLDS set (CPU)."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from openvla_vq.model.tiny import write_tiny_checkpoint
 from openvla_vq.training.config import FinetuneConfig
 from openvla_vq.training.finetune import PreflightError, lr_multiplier, preflight
 from bad_inputs import assert_one_line_error, disagreeing_tokenizer, truncate
+from interrupt import kill_after_checkpoint
 from rlds_fixtures import write_libero_like
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,14 +93,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run_bitwise(setup):
     if not (reference / "checkpoints" / "step_00000020").is_dir():
         assert run(args(setup, "binning", "loss-binning", 20)).returncode == 0
     cli = args(setup, "binning", "killed", 20)
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    proc = subprocess.Popen([sys.executable, str(SCRIPT)] + cli, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = setup / "runs" / "killed" / "checkpoints" / "step_00000010"
-    deadline = time.time() + 300
-    while not first.is_dir() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoint([sys.executable, str(SCRIPT)] + cli, first, {**os.environ, "OMP_NUM_THREADS": "2"}, cwd=REPO,
+                          timeout=300)
     assert first.is_dir() and not (setup / "runs" / "killed" / "checkpoints" / "step_00000020").exists()
     resumed = run(cli + ["--resume", "true"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -233,14 +227,9 @@ def test_fsdp_on_two_cpu_processes_resumes_after_sigkill_and_merges(setup):
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # gathered, trained weights (LoRA B starts at zero)
 
     cli = args(setup, "binning", "fsdp-killed", 8, "--save_steps", "4")
-    proc = subprocess.Popen(launcher + [str(SCRIPT)] + cli, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "2"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     first = setup / "runs" / "fsdp-killed" / "checkpoints" / "step_00000004"
-    deadline = time.time() + 300
-    while not first.is_dir() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, as when a node dies
-    proc.wait()
+    kill_after_checkpoint(launcher + [str(SCRIPT)] + cli, first, {**os.environ, "OMP_NUM_THREADS": "2"}, cwd=REPO,
+                          whole_group=True, timeout=300)  # the launcher and both ranks, as when a node dies
     assert first.is_dir() and not (setup / "runs" / "fsdp-killed" / "checkpoints" / "step_00000008").exists()
     resumed = run(cli + ["--resume", "true"], launcher=launcher)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

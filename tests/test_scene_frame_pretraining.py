@@ -5,10 +5,8 @@ preprocessing) and MuJoCo's renderer cannot share a process."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +169,7 @@ def test_a_cotrained_fine_tune_killed_and_resumed_ends_with_the_uninterrupted_ru
     asks what the uninterrupted one asked, and ends bitwise where it ends."""
     from safetensors.torch import load_file
 
+    from interrupt import kill_after_checkpoint
     from openvla_vq.model.tiny import write_tiny_checkpoint
     from rlds_fixtures import write_libero_like
 
@@ -187,13 +186,8 @@ def test_a_cotrained_fine_tune_killed_and_resumed_ends_with_the_uninterrupted_ru
 
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     assert subprocess.run(command("whole"), capture_output=True, env=env, timeout=900).returncode == 0
-    killed = subprocess.Popen(command("killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = tmp_path / "runs" / "killed" / "checkpoints"
-    deadline = time.time() + 600
-    while not (checkpoints / "step_00000010").is_dir() and killed.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
+    kill_after_checkpoint(command("killed"), checkpoints / "step_00000010", env)
     assert (checkpoints / "step_00000010").is_dir() and not (checkpoints / "step_00000020").exists()
     resumed = subprocess.run(command("killed") + ["--resume", "true"], capture_output=True, text=True, env=env, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
