@@ -70,10 +70,21 @@ def misses(predicted: np.ndarray, demo: np.ndarray) -> np.ndarray:
     return (np.abs(predicted[:, :6] - demo[:, :6]).max(1) > TOLERANCE) | (np.sign(predicted[:, 6]) != np.sign(demo[:, 6]))
 
 
-def main(checkpoint: Path, data_root: Path, task: int, count: int) -> None:
+def predict(policy, agentview: np.ndarray, wrist: np.ndarray, instruction: str) -> np.ndarray:
+    """The policy's first action (the environment's gripper sign) per pair of frames, preprocessed as in evaluation."""
     from openvla_vq.data.preprocess import preprocess_image
-    from openvla_vq.policy import load_policy
     from openvla_vq.sim.protocol import gripper_to_env
+
+    out = []
+    for start in range(0, len(agentview), 16):
+        inputs = [tuple(preprocess_image(im, crop=False) for im in cams)[:policy.num_images]
+                  for cams in zip(agentview[start:start + 16], wrist[start:start + 16])]
+        out.append(gripper_to_env(policy.predict_action(inputs, [instruction] * len(inputs)))[:, 0])
+    return np.concatenate(out)
+
+
+def main(checkpoint: Path, data_root: Path, task: int, count: int) -> None:
+    from openvla_vq.policy import load_policy
 
     policy, _ = load_policy(checkpoint)
     files = demonstrations(data_root, task, count)
@@ -85,14 +96,6 @@ def main(checkpoint: Path, data_root: Path, task: int, count: int) -> None:
     near = np.load(near_file)
     instruction = str(np.load(files[0])["instruction"])
 
-    def predict(agentview: np.ndarray, wrist: np.ndarray) -> np.ndarray:
-        out = []
-        for start in range(0, len(agentview), 16):
-            inputs = [tuple(preprocess_image(im, crop=False) for im in cams)[:policy.num_images]
-                      for cams in zip(agentview[start:start + 16], wrist[start:start + 16])]
-            out.append(gripper_to_env(policy.predict_action(inputs, [instruction] * len(inputs)))[:, 0])
-        return np.concatenate(out)
-
     generation = json.loads((data_root / "libero_90_experts" / "1.0.0" / "generation_report.json").read_text())
     noise = generation.get("action_noise", 0.0)
     if noise:
@@ -102,8 +105,8 @@ def main(checkpoint: Path, data_root: Path, task: int, count: int) -> None:
     print("demo | steps | recorded frames: misses, first | near frames: misses, first | mean |near - recorded| prediction, arm")
     for i, file in enumerate(files):
         demo = np.load(file)
-        on_recorded = predict(demo["images"], demo["wrist_images"])
-        on_near = predict(near[f"images{i}"], near[f"wrist{i}"])
+        on_recorded = predict(policy, demo["images"], demo["wrist_images"], instruction)
+        on_near = predict(policy, near[f"images{i}"], near[f"wrist{i}"], instruction)
         a, b = misses(on_recorded, demo["actions"]), misses(on_near, demo["actions"])
         first = lambda m: int(np.flatnonzero(m)[0]) if m.any() else "-"
         pixel = np.abs(near[f"images{i}"].astype(int) - demo["images"].astype(int)).mean()

@@ -17,24 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-from near_frames import demonstrations, misses
+from near_frames import demonstrations, misses, predict
 
 
 def main(checkpoint: Path, data_root: Path, task: int, count: int) -> None:
-    from openvla_vq.data.preprocess import preprocess_image
     from openvla_vq.policy import load_policy
-    from openvla_vq.sim.protocol import gripper_to_env
 
     policy, _ = load_policy(checkpoint)
     print(f"{checkpoint}\ntask {task}: per demonstration, recorded frames whose predicted action misses the "
           f"demonstrated one (arm > 0.1 or gripper sign)\ndemo | steps | misses | first misses")
     for i, file in enumerate(demonstrations(data_root, task, count)):
-        demo, predicted = np.load(file), []
-        for start in range(0, len(demo["actions"]), 16):
-            inputs = [tuple(preprocess_image(im, crop=False) for im in cams)[:policy.num_images]
-                      for cams in zip(demo["images"][start:start + 16], demo["wrist_images"][start:start + 16])]
-            predicted.append(gripper_to_env(policy.predict_action(inputs, [str(demo["instruction"])] * len(inputs)))[:, 0])
-        missed = misses(np.concatenate(predicted), demo["actions"])
+        demo = np.load(file)
+        missed = misses(predict(policy, demo["images"], demo["wrist_images"], str(demo["instruction"])), demo["actions"])
         print(f"{i} | {len(missed)} | {missed.sum()} | {np.flatnonzero(missed)[:8].tolist()}")
 
 
