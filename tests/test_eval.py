@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from openvla_vq.evaluation.compare import compare
+from openvla_vq.evaluation.ensemble import TemporalEnsemble
 from openvla_vq.evaluation.report import wilson_interval
 from openvla_vq.sim.protocol import MUJOCO_VERSION, gripper_to_env, mujoco_version_warning
 from openvla_vq.evaluation.records import EpisodeLog, read_records
@@ -34,6 +35,26 @@ def test_gripper_follows_openvla_post_processing():
     actions = np.zeros((4, 7), np.float32)
     actions[:, 6] = [1.0, 0.0, 0.8, 0.2]  # 1 = open in the training data
     assert gripper_to_env(actions)[:, 6].tolist() == [-1.0, 1.0, -1.0, 1.0]  # LIBERO: -1 open, +1 close
+
+
+def test_temporal_ensemble_averages_every_chunk_that_predicts_the_step():
+    """ACT's rule worked by hand: the chunk queried at step s predicts step s + j with the value 100 s + j, so at step
+    t the predictions are 100 s + (t - s) for the K queries s = t-K+1 .. t, weighted exp(-m i), i = 0 the oldest."""
+    def run(m: float, steps: int) -> list[float]:
+        ensemble = TemporalEnsemble(chunk_len=3, weight_decay=m)
+        return [float(ensemble.step(np.array([[100.0 * s + j] for j in range(3)]))[0]) for s in range(steps)]
+
+    assert run(0.0, 6) == pytest.approx([0.0, (1 + 100) / 2, (2 + 101 + 200) / 3, (102 + 201 + 300) / 3,
+                                         (202 + 301 + 400) / 3, (302 + 401 + 500) / 3])
+    # m = ln 2: weights 1, 1/2, 1/4 from the oldest prediction to the newest
+    assert run(np.log(2), 6)[-1] == pytest.approx((302 + 401 / 2 + 500 / 4) / 1.75)
+    # a chunk of one action (binning) is executed as predicted
+    assert TemporalEnsemble(chunk_len=1).step(np.array([[0.3, -0.2]])) == pytest.approx([0.3, -0.2])
+    # the gripper (model space, 1 = open) is averaged, then OpenVLA's sign: the weighted majority
+    ensemble = TemporalEnsemble(chunk_len=3, weight_decay=0.0)
+    for gripper in (0.9, 0.8, 0.1):
+        action = ensemble.step(np.full((3, 1), gripper))
+    assert gripper_to_env(action[None])[0, -1] == -1.0  # two of three predictions say open: LIBERO's -1
 
 
 def test_records_survive_a_cut_line(tmp_path):
@@ -149,6 +170,8 @@ def test_bad_eval_input_is_one_line_without_traceback(tiny_policy_folder, tmp_pa
         "has no scenes/": ["--checkpoint", str(tiny_policy_folder), "--assets_dir", str(tmp_path)],
         "model.safetensors is not a readable safetensors file": ["--checkpoint", str(corrupt), "--assets_dir", str(ASSETS)],
         "shape mismatch": ["--checkpoint", str(tiny_policy_folder), "--tokenizer", str(disagreeing_tokenizer(tmp_path / "vq-disagrees"))],
+        "--temporal_ensemble queries every step": ["--checkpoint", str(tiny_policy_folder), "--temporal_ensemble", "true",
+                                                   "--actions_per_query", "5"],
     }
     env = {**os.environ, "LIBERO_CONFIG_PATH": str(tmp_path / "libero_config")}
     for expected, cli in cases.items():
@@ -177,3 +200,20 @@ def test_more_tokenizers_run_through_the_harness_unchanged(tiny_policy_folder, t
         assert tok["tokens_per_chunk"] == tok["max_tokens_per_chunk"] == 21
     else:
         assert 2 <= tok["tokens_per_chunk"] <= tok["max_tokens_per_chunk"] == 36
+
+
+def test_temporal_ensemble_queries_every_step(tiny_policy_folder, tmp_path):
+    """--temporal_ensemble with a five-action tokenizer: one query per executed step, recorded in the report."""
+    out = tmp_path / "eval"
+    done = subprocess.run([sys.executable, str(REPO / "eval" / "libero90.py"), "--checkpoint", str(tiny_policy_folder),
+                           "--tokenizer", "beast", "--tasks", "86", "--trials", "1", "--max_steps", "7", "--out_dir", str(out),
+                           "--assets_dir", str(ASSETS), "--videos_per_task", "0", "--temporal_ensemble", "true",
+                           "--save_actions", "true"],
+                          cwd=REPO, env={**os.environ, "LIBERO_CONFIG_PATH": str(tmp_path / "libero_config")},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (record,) = read_records(out / "episodes")
+    assert "error" not in record and record["steps"] == record["queries"] == 7
+    assert np.load(out / "actions" / "task86_trial00.npy").shape == (7, 7)
+    protocol = json.loads((out / "results.json").read_text())["protocol"]
+    assert protocol["actions_per_query"] == 1 and protocol["temporal_ensemble_m"] == 0.01

@@ -5,8 +5,6 @@ and MuJoCo's EGL renderer cannot share a process.
 """
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,19 +13,14 @@ import pytest
 from PIL import Image
 
 from openvla_vq.data.rlds_dataset import RLDSChunkDataset
+from simulator import ASSETS, run_simulator
 from vqvla_reference import SHARED
-
-ASSETS = SHARED / "libero90-assets" / "assets"
 
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
-    if not ASSETS.is_dir():
-        pytest.fail(f"LIBERO test assets missing at {ASSETS}")
     out = tmp_path_factory.mktemp("libero")
-    env = {**os.environ, "LIBERO_CONFIG_PATH": str(out / "libero_config")}
-    done = subprocess.run(COMMAND + ["--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done, _ = run_simulator(COMMAND + ["--out", str(out)], out, timeout=600)
     return out, done.stdout
 
 
@@ -103,9 +96,8 @@ def test_frames_are_rotated_like_libero_rlds(generated):
 
 def test_rerun_resumes_from_recorded_episodes(generated):
     out, _ = generated
-    env = {**os.environ, "LIBERO_CONFIG_PATH": str(out / "libero_config")}
-    done = subprocess.run(COMMAND + ["--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0 and "task 0 attempt 0" not in done.stdout, "the recorded attempt is reused, not re-simulated"
+    done, _ = run_simulator(COMMAND + ["--out", str(out)], out, timeout=600)
+    assert "task 0 attempt 0" not in done.stdout, "the recorded attempt is reused, not re-simulated"
 
 
 def test_a_recorded_start_replays_the_demonstration_exactly(generated, monkeypatch):
@@ -136,10 +128,7 @@ def test_dart_noise_perturbs_what_is_executed_and_records_the_experts_action(gen
     action (the expert's, not the executed one); the executed noise then moves the hand off the noiseless path.
     Attempts with noise are kept apart from the noiseless ones (never reused for each other)."""
     out, _ = generated
-    env = {**os.environ, "LIBERO_CONFIG_PATH": str(out / "libero_config")}
-    done = subprocess.run(COMMAND + ["--out", str(out), "--action_noise", "0.3", "--stage", "simulate"],
-                          capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done, _ = run_simulator(COMMAND + ["--out", str(out), "--action_noise", "0.3", "--stage", "simulate"], out, timeout=600)
     assert "task 0 attempt 0" in done.stdout, "the noiseless attempt is not reused for a noisy run"
     attempts = sorted((out / ".episodes").glob("libero_90_experts-*/task00_try000.npz"))
     (clean,), (noisy,) = [p for p in attempts if "noise" not in p.parent.name], [p for p in attempts if "noise0.3" in str(p)]
@@ -166,11 +155,9 @@ def test_dart_noise_statistics():
 def test_expert_succeeds_and_the_hand_moves_in_every_recorded_frame(task, tmp_path):
     """LIBERO's own goal check decides success. Every kept frame moves the hand (a still scene whose label then
     changes, as while fingers close, cannot be learned from images): the largest arm action is at least 0.03."""
-    env = {**os.environ, "LIBERO_CONFIG_PATH": str(tmp_path / "libero_config")}
     command = [sys.executable, "-m", "openvla_vq.sim.make_libero_rlds", "--tasks", str(task), "--episodes_per_task", "1",
                "--max_attempts", "1", "--assets_dir", str(ASSETS), "--out", str(tmp_path), "--stage", "simulate"]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_simulator(command, tmp_path, timeout=600)
     (attempt,) = (tmp_path / ".episodes").glob(f"libero_90_experts-*/task{task:02d}_try000.npz")
     with np.load(attempt) as z:
         assert bool(z["success"]), f"the task {task} expert failed from its random reset"

@@ -13,23 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-from vqvla_reference import SHARED
-
-ASSETS = SHARED / "libero90-assets" / "assets"
+from simulator import ASSETS, run_simulator
 REACHED_M = 0.008  # the experts' waypoint tolerance (sim/experts.py)
 
 
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory):
-    if not ASSETS.is_dir():
-        pytest.fail(f"LIBERO-90 assets missing at {ASSETS}")
     out = tmp_path_factory.mktemp("scene-frames")
-    env = {**os.environ, "LIBERO_CONFIG_PATH": str(out / "libero_config")}
     # task 47 (cream cheese into the basket), two episodes without noise, every frame
     command = [sys.executable, "-m", "openvla_vq.sim.scene_frames", "--out", str(out / "frames"), "--tasks", "47",
                "--episodes_per_task", "2", "--every", "1", "--action_noise", "0", "--assets_dir", str(ASSETS)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
-    assert done.returncode == 0, done.stderr[-2000:]
+    _, env = run_simulator(command, out, timeout=900)
     return out / "frames", command, env
 
 

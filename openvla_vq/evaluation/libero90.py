@@ -4,9 +4,10 @@ their policy queries batched into one forward pass, append-only episode records,
 Per episode (OpenVLA's protocol, protocol.py): env.seed(0), set_init_state(trial), 10 wait steps, then up to
 max_steps actions; the states are LIBERO's 50 fixed ones per task, or those of --init_states_file (e.g. the
 starting states of training demonstrations). Each query returns a chunk of K actions (K = 1 for binning, 5 for
-VQ-VLA) that is executed open loop, `actions_per_query` of them (default: all K). Observations: agentview only,
-256 px, rotated 180 degrees, JPEG round trip, lanczos to 224, centre crop if the checkpoint was trained with
-augmentation.
+VQ-VLA) that is executed open loop, `actions_per_query` of them (default: all K), or, with --temporal_ensemble,
+queried every step and averaged over the chunks that predict the step (ACT, ensemble.py). Observations: agentview
+(and the wrist camera for two-image models), 256 px, rotated 180 degrees, JPEG round trip, lanczos to 224, centre
+crop if the checkpoint was trained with augmentation.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from openvla_vq.evaluation.ensemble import ACT_WEIGHT_DECAY, TemporalEnsemble
 from openvla_vq.evaluation.records import EpisodeLog, read_records
 from openvla_vq.io import atomic_file
 from openvla_vq.sim import protocol
@@ -35,6 +37,9 @@ class EvalConfig:
     max_steps: int = protocol.MAX_STEPS
     num_steps_wait: int = protocol.NUM_STEPS_WAIT
     actions_per_query: int | None = None  # open-loop actions per query; default the tokenizer's chunk length
+    # ACT's temporal ensembling: query every step, execute the weighted mean of every chunk's prediction for it
+    temporal_ensemble: bool = False
+    ensemble_weight_decay: float = ACT_WEIGHT_DECAY  # ACT's m: weights exp(-m * i), i = 0 for the oldest prediction
     center_crop: bool | None = None  # default: whether the checkpoint was trained with image augmentation
     envs_per_process: int = 1
     # rendered cameras besides those the policy reads (agentview, and the wrist for two-image models): more only
@@ -67,6 +72,7 @@ class Episode:
     frames: list = field(default_factory=list)
     actions: list = field(default_factory=list)
     first_input: np.ndarray | None = None
+    ensemble: TemporalEnsemble | None = None
 
 
 class EvalInputError(ValueError):
@@ -107,7 +113,10 @@ def check_inputs(cfg: EvalConfig) -> None:
         if short:
             raise EvalInputError(f"--init_states_file {path} has fewer than --trials {cfg.trials} states for tasks "
                                  f"{short} (task: states): lower --trials or pass --tasks with enough states")
-    elif not 1 <= cfg.trials <= protocol.TRIALS_PER_TASK:
+    if cfg.temporal_ensemble and cfg.actions_per_query not in (None, 1):
+        raise EvalInputError(f"--temporal_ensemble queries every step: drop --actions_per_query {cfg.actions_per_query} "
+                             f"(or pass 1)")
+    if not cfg.init_states_file and not 1 <= cfg.trials <= protocol.TRIALS_PER_TASK:
         raise EvalInputError(f"--trials {cfg.trials}: each LIBERO-90 task has {protocol.TRIALS_PER_TASK} fixed initial states; "
                              f"pass 1 to {protocol.TRIALS_PER_TASK}")
 
@@ -137,7 +146,8 @@ def run_eval(cfg: EvalConfig) -> Path:
     crop = info["image_aug"] if cfg.center_crop is None else cfg.center_crop
     policy_cameras = protocol.POLICY_CAMERAS[:policy.num_images]
     cameras = ",".join(dict.fromkeys(policy_cameras + tuple(filter(None, cfg.cameras.split(",")))))
-    per_query = min(cfg.actions_per_query or policy.action_tokenizer.chunk_len, policy.action_tokenizer.chunk_len)
+    chunk_len = policy.action_tokenizer.chunk_len
+    per_query = 1 if cfg.temporal_ensemble else min(cfg.actions_per_query or chunk_len, chunk_len)
 
     wanted = [(t, n) for t in task_list(cfg.tasks) for n in range(cfg.trials)]
     finished = {(r["task"], r["trial"]) for r in read_records(out / "episodes")}
@@ -189,7 +199,8 @@ def run_eval(cfg: EvalConfig) -> Path:
             for slot in range(len(workers)):  # start new episodes in free slots; workers reset in parallel
                 if slot not in active and queue:
                     task, trial = queue.pop(0)
-                    active[slot] = Episode(task, trial, instructions[task])
+                    active[slot] = Episode(task, trial, instructions[task], ensemble=TemporalEnsemble(
+                        chunk_len, cfg.ensemble_weight_decay) if cfg.temporal_ensemble else None)
                     workers[slot].send("reset", task, trial, cfg.num_steps_wait, trial < cfg.videos_per_task)
                     fresh.append(slot)
             for slot in fresh:
@@ -203,7 +214,10 @@ def run_eval(cfg: EvalConfig) -> Path:
             # per episode the model's input images, camera by camera
             inputs = [tuple(preprocess_image(im, crop=crop) for im in active[s].images[:len(policy_cameras)])
                       for s in slots]
-            actions = protocol.gripper_to_env(policy.predict_action(inputs, [active[s].instruction for s in slots]))
+            chunks = policy.predict_action(inputs, [active[s].instruction for s in slots])
+            if cfg.temporal_ensemble:
+                chunks = np.stack([active[s].ensemble.step(chunk) for s, chunk in zip(slots, chunks)])[:, None]
+            actions = protocol.gripper_to_env(chunks)
             share = (time.perf_counter() - start) / len(slots)
             for i, slot in enumerate(slots):
                 ep = active[slot]
